@@ -1,0 +1,459 @@
+"""Telecom: a mobile operator's customers, phone lines, plans and monthly bills. Built like
+the retail reference pack; every task authenticates with the phone number of a line."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+from flywheel_assets.world.domains import names
+from flywheel_assets.world.domains.base import (
+    Domain,
+    Slot,
+    TaskDraft,
+    TaskTemplate,
+    ToolError,
+    const,
+    from_step,
+    money,
+    pick,
+    slot,
+    step,
+    tool,
+    transfer_tool,
+)
+from flywheel_assets.world.tasks import ArgSource, World, WorkflowStep
+
+# (name, data allowance in GB, monthly price, roaming allowed)
+PLANS = (
+    ("basic talk", 3, 15.99, False), ("student saver", 15, 24.49, False),
+    ("everyday", 10, 29.99, False), ("smart plus", 25, 44.99, True),
+    ("world traveler", 40, 59.99, True), ("max data", 80, 74.99, True),
+)
+TOPUP_PRICES = {1: 4.99, 3: 12.99, 5: 19.99, 10: 34.99}
+ROAMING_RATES = {
+    "canada": 5.99, "mexico": 5.99, "france": 9.99, "italy": 9.99, "spain": 9.99,
+    "japan": 12.99, "brazil": 12.99, "australia": 14.99,
+}
+SUSPEND_REASONS = ("lost phone", "stolen phone")
+BILL_MONTHS = (("january", "2025-01-31"), ("february", "2025-02-28"), ("march", "2025-03-31"))
+
+POLICY = """\
+- Before any action, the user must be authenticated: look up their customer id and line
+  from the phone number of their line. Never act on a line or bill that does not belong
+  to the authenticated customer.
+- A line's plan can be changed only while the line is "active", only to a different plan,
+  and only if the customer has no bill with status "overdue".
+- Data top-ups come in 1, 3, 5 or 10 GB. They can be added only to an "active" line and
+  only if the customer has no "overdue" bill.
+- Roaming can be enabled only on an "active" line whose plan allows roaming, and only if
+  the customer has no "overdue" bill. The destination must be a supported country.
+- A bill can be paid only while its status is "unpaid" or "overdue", in full, with a
+  payment method on the customer's file.
+- A line can be suspended only while it is "active", and only because of a lost phone or
+  a stolen phone. A suspended line can be resumed only if the customer has no "overdue"
+  bill.
+- Never waive, discount or refund a bill, and never change a line's phone number.
+- Never make up ids, prices or amounts: read them with the tools.
+- Transfer to a human agent only if the request cannot be handled within this policy.
+- When the request is done, tell the user the outcome."""
+
+
+def _cents(rng: random.Random, low: int, high: int) -> float:
+    # A last cent digit of 0 would read differently as text ("45.5" vs "45.50").
+    return money(rng.randint(low, high) + rng.choice([c for c in range(1, 100) if c % 10]) / 100)
+
+
+def _gb(rng: random.Random, high: float) -> float:
+    # One decimal, never a whole number, for the same reason as _cents.
+    return money(rng.randint(0, max(int(high) - 1, 0)) + rng.randint(1, 9) / 10)
+
+
+def _fresh(taken: dict[str, Any], make: Callable[[], str]) -> str:
+    while (value := make()) in taken:
+        pass
+    return value
+
+
+def generate_world(rng: random.Random, n_customers: int = 12) -> World:
+    world: World = {"customers": {}, "lines": {}, "plans": {}, "bills": {}}
+    for i, (name, data_gb, price, roaming) in enumerate(PLANS):
+        pid = f"P{2001 + i}"
+        world["plans"][pid] = {"plan_id": pid, "name": name, "data_gb": data_gb,
+                               "monthly_price": price, "roaming_allowed": roaming}
+    plan_ids = sorted(world["plans"])
+    numbers: dict[str, str] = {}
+    for _ in range(n_customers):
+        first, last = names.person(rng)
+        cid = _fresh(world["customers"], lambda: names.code(rng, "C", 6))
+        customer: dict[str, Any] = {
+            "customer_id": cid, "name": f"{first} {last}", "email": names.email(first, last, rng),
+            "address": names.address(rng),
+            "payment_methods": [
+                {"payment_method_id": names.code(rng, "card_", 4), "type": "credit card"},
+                {"payment_method_id": names.code(rng, "bank_", 4), "type": "bank account"},
+            ],
+            "line_ids": [], "bill_ids": [],
+        }
+        world["customers"][cid] = customer
+        monthly = 0.0
+        for _ in range(rng.randint(1, 3)):
+            lid = _fresh(world["lines"], lambda: names.code(rng, "L", 6))
+            number = _fresh(numbers, lambda: f"555-{rng.randint(1000, 9999)}")
+            numbers[number] = lid
+            plan = world["plans"][rng.choice(plan_ids)]
+            status = "active" if rng.random() < 0.8 else "suspended"
+            world["lines"][lid] = {
+                "line_id": lid, "customer_id": cid, "phone_number": number, "plan_id": plan["plan_id"],
+                "status": status, "suspend_reason": rng.choice(SUSPEND_REASONS) if status == "suspended" else None,
+                "data_used_gb": _gb(rng, plan["data_gb"] * 0.9), "topup_gb": 0,
+                "roaming_enabled": False, "roaming_destination": None,
+            }
+            if plan["roaming_allowed"] and rng.random() < 0.25:
+                world["lines"][lid].update(roaming_enabled=True, roaming_destination=rng.choice(sorted(ROAMING_RATES)))
+            customer["line_ids"].append(lid)
+            monthly += plan["monthly_price"]
+        # Older bills are usually settled; the latest is often still open.
+        statuses = ["paid", "overdue" if rng.random() < 0.25 else "paid",
+                    "unpaid" if rng.random() < 0.55 else "paid"]
+        for (month, due), status in zip(BILL_MONTHS, statuses):
+            bid = _fresh(world["bills"], lambda: names.code(rng, "B", 7))
+            world["bills"][bid] = {
+                "bill_id": bid, "customer_id": cid, "month": month, "due_date": due,
+                "amount": money(monthly + _cents(rng, 0, 18)), "status": status, "paid_with": None,
+            }
+            customer["bill_ids"].append(bid)
+    return world
+
+
+def _get(world: World, table: str, key: str, what: str) -> dict[str, Any]:
+    row = world[table].get(key)
+    if row is None:
+        raise ToolError(f"{what} {key} not found")
+    return row
+
+
+def _has_overdue(world: World, customer_id: str) -> bool:
+    return any(world["bills"][b]["status"] == "overdue" for b in world["customers"][customer_id]["bill_ids"])
+
+
+def _line(world: World, line_id: str, status: str = "active", *, clean: bool = True) -> dict[str, Any]:
+    """The line, if it is in ``status`` and (when ``clean``) its customer owes no overdue bill."""
+    line = _get(world, "lines", line_id, "line")
+    if line["status"] != status:
+        raise ToolError(f"line {line_id} is {line['status']}, not {status}")
+    if clean and _has_overdue(world, line["customer_id"]):
+        raise ToolError(f"customer {line['customer_id']} has an overdue bill")
+    return line
+
+
+def _line_view(world: World, line: dict[str, Any]) -> dict[str, Any]:
+    plan = world["plans"][line["plan_id"]]
+    allowance = plan["data_gb"] + line["topup_gb"]
+    return {**line, "plan_name": plan["name"], "data_allowance_gb": allowance,
+            "data_remaining_gb": money(max(allowance - line["data_used_gb"], 0.0))}
+
+
+@tool("find_customer_by_phone", "Authenticate a customer from the phone number of one of their "
+      "lines. Returns the customer id, the line id of that number and the customer's name.",
+      {"phone_number": {"type": "string", "description": "The line's phone number, such as 555-0142."}})
+def find_customer_by_phone(world: World, args: dict[str, Any]) -> Any:
+    number = args["phone_number"].strip()
+    for line in world["lines"].values():
+        if line["phone_number"] == number:
+            customer = world["customers"][line["customer_id"]]
+            return {"customer_id": customer["customer_id"], "line_id": line["line_id"], "name": customer["name"]}
+    raise ToolError("no customer with that phone number")
+
+
+@tool("get_customer_details", "Get a customer's profile: name, payment methods, line ids and a "
+      "summary of their bills (id, month, amount, status).", {"customer_id": {"type": "string"}})
+def get_customer_details(world: World, args: dict[str, Any]) -> Any:
+    customer = _get(world, "customers", args["customer_id"], "customer")
+    bills = [{k: world["bills"][b][k] for k in ("bill_id", "month", "amount", "status")}
+             for b in customer["bill_ids"]]
+    return {**customer, "bills": bills}
+
+
+@tool("get_line_details", "Get a line's phone number, status, plan, data usage and remaining "
+      "data, and roaming setting.", {"line_id": {"type": "string", "description": "The line id, such as L123456."}})
+def get_line_details(world: World, args: dict[str, Any]) -> Any:
+    return _line_view(world, _get(world, "lines", args["line_id"], "line"))
+
+
+@tool("list_plans", "List all available plans with their id, name, data allowance, monthly price "
+      "and whether roaming is allowed.", {})
+def list_plans(world: World, args: dict[str, Any]) -> Any:
+    return [world["plans"][p] for p in sorted(world["plans"])]
+
+
+@tool("get_plan_details", "Get one plan's name, data allowance, monthly price and whether roaming is allowed.",
+      {"plan_id": {"type": "string"}})
+def get_plan_details(world: World, args: dict[str, Any]) -> Any:
+    return _get(world, "plans", args["plan_id"], "plan")
+
+
+@tool("get_bill_details", "Get a bill's month, amount, due date and status.",
+      {"bill_id": {"type": "string", "description": "The bill id, such as B1234567."}})
+def get_bill_details(world: World, args: dict[str, Any]) -> Any:
+    return _get(world, "bills", args["bill_id"], "bill")
+
+
+@tool("change_plan", "Move an active line to a different plan. Not allowed while the customer has an overdue bill.",
+      {"line_id": {"type": "string"}, "plan_id": {"type": "string"}}, writes=True)
+def change_plan(world: World, args: dict[str, Any]) -> Any:
+    line = _line(world, args["line_id"])
+    plan = _get(world, "plans", args["plan_id"], "plan")
+    if plan["plan_id"] == line["plan_id"]:
+        raise ToolError(f"line {line['line_id']} is already on plan {plan['name']}")
+    line["plan_id"] = plan["plan_id"]
+    if line["roaming_enabled"] and not plan["roaming_allowed"]:
+        line["roaming_enabled"], line["roaming_destination"] = False, None
+    return {"line_id": line["line_id"], "plan_id": plan["plan_id"], "plan_name": plan["name"],
+            "monthly_price": plan["monthly_price"], "data_gb": plan["data_gb"]}
+
+
+@tool("add_data_topup", "Add extra data to an active line for the current month; the charge goes on the next bill.",
+      {"line_id": {"type": "string"},
+       "gb": {"type": "integer", "enum": sorted(TOPUP_PRICES), "description": "Top-up size in GB."}},
+      writes=True)
+def add_data_topup(world: World, args: dict[str, Any]) -> Any:
+    line = _line(world, args["line_id"])
+    if args["gb"] not in TOPUP_PRICES:
+        raise ToolError(f"no {args['gb']} GB top-up; sizes are 1, 3, 5 or 10 GB")
+    line["topup_gb"] += args["gb"]
+    view = _line_view(world, line)
+    return {"line_id": line["line_id"], "added_gb": args["gb"], "charge": TOPUP_PRICES[args["gb"]],
+            "data_allowance_gb": view["data_allowance_gb"], "data_remaining_gb": view["data_remaining_gb"]}
+
+
+@tool("enable_roaming", "Enable roaming on an active line for travel to a supported country.",
+      {"line_id": {"type": "string"},
+       "destination": {"type": "string", "enum": sorted(ROAMING_RATES), "description": "The destination country."}},
+      writes=True)
+def enable_roaming(world: World, args: dict[str, Any]) -> Any:
+    line = _line(world, args["line_id"])
+    destination = args["destination"].strip().lower()
+    if destination not in ROAMING_RATES:
+        raise ToolError(f"roaming is not available in {destination}")
+    if not world["plans"][line["plan_id"]]["roaming_allowed"]:
+        raise ToolError(f"plan {world['plans'][line['plan_id']]['name']} does not allow roaming")
+    if line["roaming_enabled"]:
+        raise ToolError(f"roaming is already enabled on line {line['line_id']}")
+    line["roaming_enabled"], line["roaming_destination"] = True, destination
+    return {"line_id": line["line_id"], "roaming_enabled": True, "destination": destination,
+            "daily_rate": ROAMING_RATES[destination]}
+
+
+@tool("pay_bill", "Pay an unpaid or overdue bill in full with a payment method on the customer's file.",
+      {"bill_id": {"type": "string"}, "payment_method_id": {"type": "string"}}, writes=True)
+def pay_bill(world: World, args: dict[str, Any]) -> Any:
+    bill = _get(world, "bills", args["bill_id"], "bill")
+    if bill["status"] not in ("unpaid", "overdue"):
+        raise ToolError(f"bill {bill['bill_id']} is {bill['status']}")
+    methods = {m["payment_method_id"] for m in world["customers"][bill["customer_id"]]["payment_methods"]}
+    if args["payment_method_id"] not in methods:
+        raise ToolError("payment method not on file")
+    bill["status"], bill["paid_with"] = "paid", args["payment_method_id"]
+    return {"bill_id": bill["bill_id"], "status": "paid", "amount_paid": bill["amount"]}
+
+
+@tool("suspend_line", "Suspend an active line because the phone was lost or stolen.",
+      {"line_id": {"type": "string"}, "reason": {"type": "string", "enum": list(SUSPEND_REASONS)}}, writes=True)
+def suspend_line(world: World, args: dict[str, Any]) -> Any:
+    line = _line(world, args["line_id"], clean=False)  # a lost phone is blocked even if the customer owes
+    if args["reason"] not in SUSPEND_REASONS:
+        raise ToolError("a line can be suspended only for a lost phone or a stolen phone")
+    line["status"], line["suspend_reason"] = "suspended", args["reason"]
+    return {"line_id": line["line_id"], "phone_number": line["phone_number"], "status": "suspended"}
+
+
+@tool("resume_line", "Resume a suspended line. Not allowed while the customer has an overdue bill.",
+      {"line_id": {"type": "string"}}, writes=True)
+def resume_line(world: World, args: dict[str, Any]) -> Any:
+    line = _line(world, args["line_id"], "suspended")
+    line["status"], line["suspend_reason"] = "active", None
+    return {"line_id": line["line_id"], "phone_number": line["phone_number"], "status": "active"}
+
+
+def _lines(world: World, *, status: str = "active", clean: bool = True) -> list[dict[str, Any]]:
+    """Lines in ``status``; ``clean`` keeps only customers without an overdue bill."""
+    return [line for line in world["lines"].values()
+            if line["status"] == status and not (clean and _has_overdue(world, line["customer_id"]))]
+
+
+def _line_id() -> ArgSource:  # a fresh object per use: drafts must not share mutable args
+    return from_step(0, "line_id")
+
+
+def _read_line(purpose: str) -> WorkflowStep:
+    return step("get_line_details", purpose, line_id=_line_id())
+
+
+def _read_bills(purpose: str = "check for overdue bills") -> WorkflowStep:
+    return step("get_customer_details", purpose, customer_id=from_step(0, "customer_id"))
+
+
+def _draft(world: World, line: dict[str, Any], goal: str, extra: dict[str, Any], steps: list[WorkflowStep],
+           outcome: list[ArgSource], requires: list[str] | None = None) -> TaskDraft:
+    """Every task starts by authenticating with the phone number of ``line``."""
+    return TaskDraft(
+        goal=goal,
+        context={"name": world["customers"][line["customer_id"]]["name"],
+                 "phone_number": line["phone_number"], **extra},
+        workflow=[step("find_customer_by_phone", "authenticate", phone_number=slot("phone_number")), *steps],
+        outcome=outcome, requires=requires or [],
+    )
+
+
+def build_change_plan(rng: random.Random, world: World) -> TaskDraft | None:
+    line = pick(rng, _lines(world))
+    if line is None:
+        return None
+    plan = pick(rng, [p for p in world["plans"].values() if p["plan_id"] != line["plan_id"]])
+    return _draft(world, line, f"Move line {line['phone_number']} to the {plan['name']} plan.",
+                  {"new_plan": plan["name"]},
+                  [_read_line("check the line is active"), _read_bills(),
+                   step("list_plans", "find the new plan's id"),
+                   step("change_plan", "change the plan", line_id=_line_id(), plan_id=const(plan["plan_id"]))],
+                  [slot("new_plan"), from_step(4, "monthly_price")], requires=["new_plan"])
+
+
+def build_pay_bill(rng: random.Random, world: World) -> TaskDraft | None:
+    bill = pick(rng, [b for b in world["bills"].values() if b["status"] in ("unpaid", "overdue")])
+    if bill is None:
+        return None
+    customer = world["customers"][bill["customer_id"]]
+    line = world["lines"][rng.choice(customer["line_ids"])]
+    method = rng.choice(customer["payment_methods"])
+    return _draft(world, line, f"Pay the {bill['month']} bill {bill['bill_id']} with the {method['type']}.",
+                  {"bill_month": bill["month"], "payment_method": method["type"]},
+                  [_read_bills("find the bill and payment method"),
+                   step("get_bill_details", "check the bill is open", bill_id=const(bill["bill_id"])),
+                   step("pay_bill", "pay the bill", bill_id=const(bill["bill_id"]),
+                        payment_method_id=const(method["payment_method_id"]))],
+                  [slot("bill_month"), from_step(3, "amount_paid"), const("paid")],
+                  requires=["bill_month", "payment_method"])
+
+
+def build_topup(rng: random.Random, world: World) -> TaskDraft | None:
+    line = pick(rng, _lines(world))
+    if line is None:
+        return None
+    gb = rng.choice(sorted(TOPUP_PRICES))
+    # The user says "5 GB", not a bare 5: a lone digit would also match inside phone numbers.
+    return _draft(world, line, f"Add a {gb} GB data top-up to line {line['phone_number']}.",
+                  {"topup_size": f"{gb} GB"},
+                  [_read_line("check the line is active"), _read_bills(),
+                   step("add_data_topup", "add the data", line_id=_line_id(), gb=const(gb))],
+                  [from_step(3, "charge"), from_step(3, "data_remaining_gb")], requires=["topup_size"])
+
+
+def build_roaming(rng: random.Random, world: World) -> TaskDraft | None:
+    line = pick(rng, [ln for ln in _lines(world) if not ln["roaming_enabled"]
+                      and world["plans"][ln["plan_id"]]["roaming_allowed"]])
+    if line is None:
+        return None
+    destination = pick(rng, list(ROAMING_RATES))
+    return _draft(world, line, f"Enable roaming on line {line['phone_number']} for a trip to {destination}.",
+                  {"destination": destination},
+                  [_read_line("check the line is active"),
+                   step("get_plan_details", "check the plan allows roaming", plan_id=from_step(1, "plan_id")),
+                   _read_bills(),
+                   step("enable_roaming", "enable roaming", line_id=_line_id(), destination=slot("destination"))],
+                  [slot("destination"), from_step(4, "daily_rate")])
+
+
+def build_suspend(rng: random.Random, world: World) -> TaskDraft | None:
+    line = pick(rng, _lines(world, clean=False))
+    if line is None:
+        return None
+    reason = rng.choice(SUSPEND_REASONS)
+    return _draft(world, line, f"Suspend line {line['phone_number']} because of a {reason}.",
+                  {"suspend_reason": reason},
+                  [_read_line("check the line is active"),
+                   step("suspend_line", "suspend", line_id=_line_id(), reason=slot("suspend_reason"))],
+                  [slot("phone_number"), const("suspended")])
+
+
+def build_resume(rng: random.Random, world: World) -> TaskDraft | None:
+    line = pick(rng, _lines(world, status="suspended"))
+    if line is None:
+        return None
+    return _draft(world, line, f"Resume suspended line {line['phone_number']}.", {},
+                  [_read_line("check the line is suspended"), _read_bills(),
+                   step("resume_line", "resume", line_id=_line_id())],
+                  [slot("phone_number"), const("active")])
+
+
+def build_usage(rng: random.Random, world: World) -> TaskDraft | None:
+    line = pick(rng, list(world["lines"].values()))
+    if line is None:
+        return None
+    return _draft(world, line, f"Find out how much data is left this month on line {line['phone_number']}.", {},
+                  [_read_line("read the usage")],
+                  [from_step(1, "data_used_gb"), from_step(1, "data_remaining_gb")])
+
+
+DOMAIN = Domain(
+    name="telecom",
+    description="a mobile phone operator (plans, lines and billing)",
+    policy=POLICY,
+    tools=(find_customer_by_phone, get_customer_details, get_line_details, list_plans, get_plan_details,
+           get_bill_details, change_plan, add_data_topup, enable_roaming, pay_bill, suspend_line,
+           resume_line, transfer_tool()),
+    slots=(
+        Slot("phone_number", ("phone number", "mobile number", "cell number", "line number")),
+        Slot("new_plan", ("new plan", "plan name", "which plan", "what plan")),
+        Slot("bill_month", ("billing month", "bill month", "which bill", "which month", "what month")),
+        Slot("payment_method", ("payment method", "method of payment", "how would you like to pay",
+                                "pay with", "card or bank")),
+        Slot("topup_size", ("data top-up size", "top-up size", "how much data", "how many gigabytes",
+                          "how many gb", "gigabytes")),
+        Slot("destination", ("destination", "which country", "what country", "traveling to", "travelling to")),
+        Slot("suspend_reason", ("suspension reason", "reason", "why")),
+    ),
+    templates=(
+        TaskTemplate("change_plan", build_change_plan, (
+            "Hi, I'd like to switch my phone plan.",
+            "I want to move my line to the {new_plan} plan.",
+            "Hello, my number is {phone_number}; I need a different plan.",
+            "Hi, I'm {name}. Can I change the plan on my line?",
+        )),
+        TaskTemplate("pay_bill", build_pay_bill, (
+            "Hi, I need to pay my phone bill.",
+            "I'd like to pay my {bill_month} bill with my {payment_method}.",
+            "Hello, my number is {phone_number}. I want to settle an open bill.",
+            "Hi, I'm {name}; please help me pay my {bill_month} bill.",
+        )),
+        TaskTemplate("data_topup", build_topup, (
+            "I'm running out of data, can I buy some more?",
+            "Please add {topup_size} of data to my line.",
+            "Hi, my number is {phone_number} and I need a data top-up.",
+        )),
+        TaskTemplate("enable_roaming", build_roaming, (
+            "Hi, I'm going abroad and need my phone to work there.",
+            "I'm traveling to {destination} next week; please turn on roaming.",
+            "Hello, please enable roaming on {phone_number}.",
+            "Hi, I'm {name}. I need roaming on my line for a trip.",
+        )),
+        TaskTemplate("suspend_line", build_suspend, (
+            "Hi, I need to block my line right away.",
+            "Please suspend my line, it's a {suspend_reason}.",
+            "Hello, please suspend the line {phone_number}.",
+        )),
+        TaskTemplate("resume_line", build_resume, (
+            "Hi, I found my phone; can you turn my line back on?",
+            "Hello, I'm {name} and I'd like my suspended line reactivated.",
+            "My line was suspended and I want it working again.",
+        )),
+        TaskTemplate("check_usage", build_usage, (
+            "How much data do I have left this month?",
+            "Hi, I'm {name}. Can you check my data usage?",
+            "Hello, I'd like to know how much data I've used on my line.",
+        )),
+    ),
+    generate_world=generate_world,
+    verification_tools=("find_customer_by_phone",),
+)

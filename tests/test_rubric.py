@@ -1,0 +1,119 @@
+"""Rubric scoring: sub-goals, interactions, the prohibited-action gate, termination."""
+
+import dataclasses
+import json
+
+from flywheel_assets.world.rollout import run_rollouts
+from flywheel_assets.world.rubric import align_with_teacher, mentioned, score
+from flywheel_assets.world.synthesis import seed_instances
+from flywheel_assets.world.tasks import PathStep
+from flywheel_training.policies.scripted import ScriptedTeacher
+
+
+def _instances(task_type):
+    batch = seed_instances(["retail"], 16, seed=4, round_key="r000")
+    return [i for i in batch.instances if i.task_type == task_type]
+
+
+class EditedTeacher(ScriptedTeacher):
+    """The teacher with one deliberate mistake, to see that the rubric catches it."""
+
+    def __init__(self, edit):
+        super().__init__()
+        self.edit = edit
+
+    def next_message(self, request):
+        return self.edit(request, super().next_message(request))
+
+
+def _play(inst, policy):
+    trajectory = run_rollouts([inst], policy)[0]
+    return trajectory, score(inst, trajectory)
+
+
+def test_teacher_meets_every_item_and_is_kept_with_alignment():
+    inst = _instances("cancel_order")[0]
+    trajectory, result = _play(inst, ScriptedTeacher())
+    assert result.success and result.reward == 1.0 and result.gate is None
+    kinds = {i.kind for i in inst.rubric.items}
+    assert kinds == {"subgoal", "interaction", "prohibited", "termination"}
+    verdict = align_with_teacher(inst, trajectory, result)
+    assert verdict["verdict"] == "KEEP"
+    write_item = next(i.item_id for i in inst.rubric.items if i.item_id.startswith("subgoal:call"))
+    assert trajectory.messages[verdict["alignment"][write_item]]["tool_calls"][0]["function"]["name"] == "cancel_pending_order"
+
+
+def test_wrong_argument_misses_the_subgoal_but_is_not_gated_if_the_write_fails():
+    inst = _instances("cancel_order")[0]
+
+    def wrong_reason(request, message):
+        attempted = any(c["function"]["name"] == "cancel_pending_order"
+                        for m in request.messages for c in m.get("tool_calls") or [])
+        if attempted:  # give up after the failed write and report
+            return {"role": "assistant", "content": inst.expected_path[-1].text}
+        for call in message.get("tool_calls") or []:
+            if call["function"]["name"] == "cancel_pending_order":
+                args = json.loads(call["function"]["arguments"])
+                call["function"]["arguments"] = json.dumps({**args, "order_id": "W0000000"})
+        return message
+
+    _, result = _play(inst, EditedTeacher(wrong_reason))
+    failed = {i.item_id for i in result.failed_items()}
+    assert "subgoal:final_state" in failed and any(f.startswith("subgoal:call") for f in failed)
+    assert result.gate is None and 0 < result.reward < 1 and not result.success
+
+
+def test_unexpected_successful_write_is_a_hard_gate():
+    inst = next(i for i in _instances("cancel_order"))
+    other = next(o for o in inst.initial_world["orders"].values()
+                 if o["status"] == "pending" and o["order_id"] != inst.expected_path[-2].args["order_id"])
+    path = list(inst.expected_path)
+    path.insert(-1, PathStep(action="call", tool="cancel_pending_order",
+                             args={"order_id": other["order_id"], "reason": "ordered by mistake"}))
+    greedy = dataclasses.replace(inst, expected_path=path)  # the policy follows this path; the rubric is unchanged
+    trajectory = run_rollouts([greedy], ScriptedTeacher())[0]
+    result = score(inst, trajectory)
+    assert result.reward == 0.0 and result.gate.startswith("prohibited:unexpected_write")
+
+
+def test_write_before_verification_is_a_hard_gate():
+    inst = _instances("cancel_order")[0]
+    path = [s for s in inst.expected_path if s.tool != "find_user_id_by_email"]
+    trajectory = run_rollouts([dataclasses.replace(inst, expected_path=path)], ScriptedTeacher())[0]
+    result = score(inst, trajectory)
+    assert result.reward == 0.0 and result.gate.startswith("prohibited:write_before_verification")
+
+
+def test_not_ending_properly_scores_zero():
+    inst = _instances("order_status")[0]
+    trajectory = run_rollouts([inst], ScriptedTeacher(), max_turns=2)[0]
+    result = score(inst, trajectory)
+    assert trajectory.termination == "max_turns"
+    assert result.reward == 0.0 and result.gate.startswith("termination")
+
+
+def test_skipping_the_report_misses_the_interaction_item():
+    inst = _instances("order_status")[0]
+
+    def silent(request, message):
+        if (message.get("content") or "").startswith("Your request is complete"):
+            return {"role": "assistant", "content": "Done, goodbye."}
+        return message
+
+    _, result = _play(inst, EditedTeacher(silent))
+    assert [i.item_id for i in result.failed_items()] == ["interaction:inform"]
+    assert 0 < result.reward < 1
+
+
+def test_mentions_match_numbers_by_value():
+    assert mentioned("Your refund of $242.99 is on its way", 242.99)
+    assert mentioned("refund: 1,000.00 dollars", 1000.0)
+    assert not mentioned("refund: 242.9", 242.99)
+    assert mentioned("Order W123 is CANCELLED", "cancelled")
+
+
+def test_teacher_failure_is_discarded_with_a_reason():
+    inst = _instances("cancel_order")[0]
+    trajectory = run_rollouts([inst], ScriptedTeacher(), max_turns=3)[0]
+    verdict = align_with_teacher(inst, trajectory, score(inst, trajectory))
+    assert verdict["verdict"] == "DISCARD" and "max_turns" in verdict["reason"]
