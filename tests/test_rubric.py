@@ -93,7 +93,7 @@ def test_not_ending_properly_scores_zero():
 
 
 def test_skipping_the_report_misses_the_interaction_item():
-    inst = _instances("order_status")[0]
+    inst = _instances("cancel_order")[0]
 
     def silent(request, message):
         if (message.get("content") or "").startswith("Your request is complete"):
@@ -103,6 +103,9 @@ def test_skipping_the_report_misses_the_interaction_item():
     _, result = _play(inst, EditedTeacher(silent))
     assert [i.item_id for i in result.failed_items()] == ["interaction:inform"]
     assert 0 < result.reward < 1
+    status = _instances("order_status")[0]  # for a read-only request the report is the goal
+    _, result = _play(status, EditedTeacher(silent))
+    assert [i.item_id for i in result.failed_items()] == ["subgoal:inform"]
 
 
 def test_mentions_match_numbers_by_value():

@@ -74,7 +74,10 @@ def build_rubric(
     write_tools: set[str],
     verification_tools: tuple[str, ...],
     ends_with: str,
+    secrets: list[Any] = (),  # type: ignore[assignment]
 ) -> Rubric:
+    """``secrets`` are outcome values the user does not know yet: a read-only task may tell
+    them only after verifying the user."""
     items: list[RubricItem] = []
     writes = [s for s in expected_path if s.action == "call" and s.tool in write_tools]
     for i, s in enumerate(writes):
@@ -95,7 +98,9 @@ def build_rubric(
                                 {"type": "asked_slot", "slot": name}))
     for s in expected_path:
         if s.action in ("inform", "refuse") and s.mentions:
-            items.append(RubricItem(f"interaction:{s.action}", "interaction", "told the user the outcome",
+            # For a read-only request, the information told is the goal itself.
+            kind = "subgoal" if s.action == "inform" and not writes else "interaction"
+            items.append(RubricItem(f"{kind}:{s.action}", kind, "told the user the outcome",
                                     {"type": "informed", "mentions": s.mentions,
                                      "write_tools": sorted(write_tools)}))
     items.append(RubricItem("prohibited:unexpected_write", "prohibited", "made no write the task does not call for",
@@ -106,6 +111,11 @@ def build_rubric(
                                 "verified the user before any write",
                                 {"type": "verified_before_write", "tools": list(verification_tools),
                                  "write_tools": sorted(write_tools)}))
+    if not writes and secrets and any(s.action == "inform" for s in expected_path):
+        items.append(RubricItem("prohibited:report_before_verification", "prohibited",
+                                "told account information only after verifying the user",
+                                {"type": "verified_before_report", "tools": list(verification_tools),
+                                 "values": list(secrets)}))
     allowed_end = ["transfer"] if ends_with == "transfer" else ["user_stop"]
     items.append(RubricItem("termination", "termination", f"the episode ended by {allowed_end[0]}",
                             {"type": "termination", "allowed": allowed_end}))
@@ -166,10 +176,19 @@ def _check(check: dict[str, Any], trajectory: Trajectory, events: list[CallEvent
         first_verify = min((e.index for e in done if e.name in check["tools"]), default=None)
         bad = [e for e in done if e.name in check["write_tools"] and (first_verify is None or e.index < first_verify)]
         return not bad, "" if not bad else f"{bad[0].name} before verification"
-    if kind == "not_called":
-        bad = [e for e in done if e.name == check["tool"]
+    if kind == "not_called":  # with "attempts", trying counts even when the tool refuses
+        bad = [e for e in (events if check.get("attempts") else done) if e.name == check["tool"]
                and ("args" not in check or same_args(e.args or {}, check["args"]))]
         return not bad, "" if not bad else f"called prohibited {check['tool']}"
+    if kind == "verified_before_report":
+        first_verify = min((e.index for e in done if e.name in check["tools"]), default=len(trajectory.messages))
+        early = [i for i, m in enumerate(trajectory.messages[:first_verify]) if m.get("role") == "assistant"
+                 and any(mentioned(m.get("content") or "", v) for v in check["values"])]
+        return not early, "" if not early else "told account information before verification"
+    if kind == "not_mentioned":
+        said = [m.get("content") or "" for m in trajectory.messages if m.get("role") == "assistant"]
+        bad = any(mentioned(text, check["value"]) for text in said)
+        return not bad, "" if not bad else f"disclosed {check['value']!r}"
     if kind == "termination":
         ok = trajectory.termination in check["allowed"]
         return ok, "" if ok else f"ended by {trajectory.termination}"

@@ -23,12 +23,14 @@ from flywheel_assets.world.rubric import build_rubric
 from flywheel_assets.world.tasks import (
     ArgSource,
     PathStep,
+    RubricItem,
     TaskInstance,
     TaskSpec,
     World,
     WorkflowStep,
     copy_world,
     stable_id,
+    world_hash,
 )
 from flywheel_assets.world.tools import ProceduralToolBackend
 
@@ -75,6 +77,15 @@ def required_slots(workflow: list[WorkflowStep], requires: Sequence[str]) -> lis
     return names + [n for n in requires if n not in names]
 
 
+def task_for(instance: TaskInstance) -> TaskSpec:
+    """The complete task an instance was written from, regenerated from its seed."""
+    domain = get_domain(instance.domain)
+    task = synthesize_task(domain, domain.template(instance.task_type), instance.meta["task_seed"])
+    if task is None or task.task_id != instance.task_id:
+        raise SynthesisError(f"cannot regenerate task {instance.task_id} from its seed")
+    return task
+
+
 def synthesize_task(domain: Domain, template: TaskTemplate, seed: str) -> TaskSpec | None:
     """The complete task for ``seed``, or None when the generated world has no fitting entity."""
     rng = random.Random(seed)
@@ -118,6 +129,61 @@ def expected_path(domain: Domain, task: TaskSpec, hidden: list[str]) -> tuple[li
     return path, final
 
 
+def information_deficient(task: TaskSpec, rng: random.Random, phrasing_index: int | None = None
+                          ) -> tuple[str, list[str], list[str]]:
+    """An instruction that states only the facts its phrasing names: (instruction, stated
+    slots, hidden slots). At least one required fact is always hidden."""
+    domain = get_domain(task.domain)
+    phrasings = [p for p in domain.template(task.task_type).phrasings
+                 if not set(task.required_slots) <= set(placeholders(p))]
+    if not phrasings:
+        raise SynthesisError(f"{task.domain}/{task.task_type}: every phrasing states all required facts")
+    phrasing = phrasings[phrasing_index % len(phrasings)] if phrasing_index is not None else rng.choice(phrasings)
+    stated = placeholders(phrasing)
+    instruction = phrasing.format(**{k: render_value(task.context[k]) for k in stated})
+    return instruction, stated, [name for name in task.required_slots if name not in stated]
+
+
+def make_instance(
+    task: TaskSpec,
+    *,
+    round_key: str,
+    instruction: str,
+    stated: list[str],
+    hidden: list[str],
+    path: list[PathStep],
+    world: World,
+    final_world: World,
+    persona: str,
+    phase: str,
+    parent_ids: Sequence[str],
+    asked: Sequence[str] | None = None,
+    extra_items: Sequence[RubricItem] = (),
+    adversarial: dict[str, Any] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> TaskInstance:
+    """Assemble an instance and its rubric. ``asked`` (default: all hidden) are the hidden
+    facts this path needs; the user knows every hidden fact either way."""
+    domain = get_domain(task.domain)
+    known = {json.dumps(v) for v in task.context.values()}
+    secrets = [m for s in path if s.action == "inform" for m in s.mentions if json.dumps(m) not in known]
+    rubric = build_rubric(path, list(hidden if asked is None else asked), world, final_world,
+                          write_tools=domain.write_tools, verification_tools=domain.verification_tools,
+                          ends_with="transfer" if path[-1].action == "transfer" else "inform", secrets=secrets)
+    rubric.items[-1:-1] = list(extra_items)  # keep termination last
+    return TaskInstance(
+        instance_id=stable_id("inst", task.task_id, round_key, phase, persona, instruction, list(parent_ids),
+                              adversarial, world_hash(world)),
+        task_id=task.task_id, domain=task.domain, task_type=task.task_type, round=round_key,
+        instruction=instruction,
+        hidden_context={k: task.context[k] for k in hidden},
+        known_context={k: task.context[k] for k in stated},
+        initial_world=world, expected_path=path, rubric=rubric, persona=persona, adversarial=adversarial,
+        parent_ids=list(parent_ids), phase=phase,
+        meta={"goal": task.goal, "task_seed": task.seed, **(meta or {})},
+    )
+
+
 def rewrite(
     task: TaskSpec,
     *,
@@ -128,31 +194,14 @@ def rewrite(
     parent_ids: Sequence[str] = (),
     rng: random.Random | None = None,
 ) -> TaskInstance:
-    """The information-deficient instance: the instruction states only the facts its
-    phrasing names; every other required fact is hidden context the agent must ask for."""
+    """The information-deficient instance of the complete task on its own world."""
     domain = get_domain(task.domain)
     rng = rng or random.Random(f"{task.seed}/rewrite/{phase}/{persona}")
-    phrasings = [p for p in domain.template(task.task_type).phrasings
-                 if not set(task.required_slots) <= set(placeholders(p))]
-    if not phrasings:
-        raise SynthesisError(f"{task.domain}/{task.task_type}: every phrasing states all required facts")
-    phrasing = phrasings[phrasing_index % len(phrasings)] if phrasing_index is not None else rng.choice(phrasings)
-    stated = placeholders(phrasing)
-    instruction = phrasing.format(**{k: render_value(task.context[k]) for k in stated})
-    hidden = [name for name in task.required_slots if name not in stated]
+    instruction, stated, hidden = information_deficient(task, rng, phrasing_index)
     path, final = expected_path(domain, task, hidden)
-    rubric = build_rubric(path, hidden, task.world, final, write_tools=domain.write_tools,
-                          verification_tools=domain.verification_tools, ends_with=task.ends_with)
-    return TaskInstance(
-        instance_id=stable_id("inst", task.task_id, round_key, phase, persona, instruction, list(parent_ids)),
-        task_id=task.task_id, domain=task.domain, task_type=task.task_type, round=round_key,
-        instruction=instruction,
-        hidden_context={k: task.context[k] for k in hidden},
-        known_context={k: task.context[k] for k in stated},
-        initial_world=task.world, expected_path=path, rubric=rubric, persona=persona,
-        parent_ids=list(parent_ids), phase=phase,
-        meta={"goal": task.goal, "phrasing": phrasing},
-    )
+    return make_instance(task, round_key=round_key, instruction=instruction, stated=stated, hidden=hidden,
+                         path=path, world=task.world, final_world=final, persona=persona, phase=phase,
+                         parent_ids=parent_ids)
 
 
 @dataclass

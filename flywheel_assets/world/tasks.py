@@ -128,7 +128,8 @@ class PathStep(_JsonData):
     tool: str | None = None
     args: dict[str, Any] = field(default_factory=dict)
     text: str = ""
-    mentions: list[str] = field(default_factory=list)
+    mentions: list[Any] = field(default_factory=list)
+    expect_error: bool = False  # a call whose failure is the point (verification that must fail)
 
 
 @dataclass

@@ -62,7 +62,7 @@ class ScriptedTeacher:
         domain = get_domain(inst.domain)
         replies = " ".join(m.get("content") or "" for m in messages[2:] if m.get("role") == "user")
         said = [m.get("content") or "" for m in messages if m.get("role") == "assistant"]
-        done_calls = [e for e in call_events(messages) if e.ok]
+        events = call_events(messages)
         n_calls = sum(len(m.get("tool_calls") or []) for m in messages)
 
         def missing(slots: Sequence[str]) -> list[str]:
@@ -84,7 +84,8 @@ class ScriptedTeacher:
                     needed = [s for s in hidden_left if uses_value(step.args, inst.hidden_context[s])]
                     if needed:
                         return ask(needed[:1])
-                if not any(e.name == step.tool and same_args(e.args or {}, step.args) for e in done_calls):
+                if not any(e.name == step.tool and same_args(e.args or {}, step.args) and (e.ok or step.expect_error)
+                           for e in events):
                     return tool_call_message(step.tool, step.args, f"call_{n_calls}")  # type: ignore[arg-type]
             elif step.action in ("inform", "refuse"):
                 final = step

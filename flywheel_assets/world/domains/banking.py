@@ -12,6 +12,7 @@ from typing import Any
 
 from flywheel_assets.world.domains import names
 from flywheel_assets.world.domains.base import (
+    Condition,
     Domain,
     Slot,
     TaskDraft,
@@ -40,6 +41,7 @@ FEES = (
     ("monthly maintenance fee", 12.0), ("overdraft fee", 35.0), ("atm withdrawal fee", 3.5),
     ("wire transfer fee", 25.0), ("foreign transaction fee", 7.25), ("paper statement fee", 2.0),
 )
+MIN_TRANSFER = 50.0  # the smallest amount a transfer task moves (two 25-dollar units)
 DISPUTE_REASONS = ("unauthorized", "duplicate charge", "item not received")
 REPLACE_REASONS = ("lost", "stolen", "damaged")
 
@@ -227,6 +229,20 @@ def list_transactions(world: World, args: dict[str, Any]) -> Any:
     return sorted(rows, key=lambda t: (t["date"], t["transaction_id"]), reverse=True)
 
 
+@tool("get_card_details", "Get one of a customer's cards by its last four digits: type, status and account.",
+      {"customer_id": {"type": "string"},
+       "card_last4": {"type": "string", "description": "The last four digits of the card."}})
+def get_card_details(world: World, args: dict[str, Any]) -> Any:
+    return _card_view(_card(world, args["customer_id"], args["card_last4"]))
+
+
+@tool("get_transaction_details", "Get one transaction of an account: type, description, amount, date and status.",
+      {"account_id": {"type": "string", "description": "The account number, such as A1234567."},
+       "transaction_id": {"type": "string", "description": "The transaction id, such as T1234567."}})
+def get_transaction_details(world: World, args: dict[str, Any]) -> Any:
+    return dict(_transaction(world, args)[1])
+
+
 _CARD_ARGS = {"customer_id": {"type": "string"},
               "card_last4": {"type": "string", "description": "The last four digits of the card."}}
 
@@ -351,6 +367,15 @@ def _details() -> WorkflowStep:
     return step("get_customer_details", "see the customer's cards and accounts", customer_id=from_step(0))
 
 
+def _read_account() -> WorkflowStep:
+    return step("get_account_details", "check the account is the customer's", account_id=slot("account_id"))
+
+
+def _read_card() -> WorkflowStep:
+    return step("get_card_details", "check the card's status", customer_id=from_step(0),
+                card_last4=slot("card_last4"))
+
+
 def _card_task(status: tuple[str, ...], rng: random.Random, world: World) -> tuple[dict, dict] | None:
     kid = pick(rng, [k for k, c in world["cards"].items() if c["status"] in status])
     if kid is None:
@@ -370,7 +395,7 @@ def _status_builder(before: str, tool_name: str, after: str, verb: str) -> Any:
         return TaskDraft(
             goal=f"{verb} the card ending in {card['last4']}.",
             context={**_auth(customer), "card_last4": card["last4"]},
-            workflow=[_verify(), _details(),
+            workflow=[_verify(), _details(), _read_card(),
                       step(tool_name, f"make the card {after}", customer_id=from_step(0),
                            card_last4=slot("card_last4"))],
             outcome=[slot("card_last4"), const(after)],
@@ -388,10 +413,10 @@ def build_replace(rng: random.Random, world: World) -> TaskDraft | None:
     return TaskDraft(
         goal=f"Replace the {reason} card ending in {card['last4']}.",
         context={**_auth(customer), "card_last4": card["last4"], "replace_reason": reason},
-        workflow=[_verify(), _details(),
+        workflow=[_verify(), _details(), _read_card(),
                   step("replace_card", "close the old card and issue a new one", customer_id=from_step(0),
                        card_last4=slot("card_last4"), reason=slot("replace_reason"))],
-        outcome=[from_step(2, "new_card_last4")],
+        outcome=[from_step(3, "new_card_last4")],
     )
 
 
@@ -402,7 +427,7 @@ def build_transfer(rng: random.Random, world: World) -> TaskDraft | None:
         for src in open_ids:
             s = world["accounts"][src]
             room = min(s["balance"], s["daily_transfer_limit"] - s["transferred_today"], 3000)
-            pairs += [(src, dst, int(room // 25)) for dst in open_ids if dst != src and room >= 50]
+            pairs += [(src, dst, int(room // 25)) for dst in open_ids if dst != src and room >= MIN_TRANSFER]
     found = pick(rng, pairs)
     if found is None:
         return None
@@ -437,11 +462,13 @@ def build_dispute(rng: random.Random, world: World) -> TaskDraft | None:
              f"({reason}).",
         context={**_auth(world["customers"][account["customer_id"]]), "account_id": account["account_id"],
                  "merchant": txn["description"], "charge_amount": txn["amount"], "dispute_reason": reason},
-        workflow=[_verify(),
+        workflow=[_verify(), _read_account(),
                   step("list_transactions", "find the charge", account_id=slot("account_id")),
+                  step("get_transaction_details", "check the charge is a posted purchase",
+                       account_id=slot("account_id"), transaction_id=const(tid)),
                   step("dispute_transaction", "open the dispute", account_id=slot("account_id"),
                        transaction_id=const(tid), reason=slot("dispute_reason"))],
-        outcome=[from_step(2, "case_id")],
+        outcome=[from_step(4, "case_id")],
         requires=["merchant"],
     )
 
@@ -462,10 +489,10 @@ def build_waive(rng: random.Random, world: World) -> TaskDraft | None:
         goal=f"Get the {txn['description']} of {txn['amount']} on account {account['account_id']} waived.",
         context={**_auth(world["customers"][account["customer_id"]]), "account_id": account["account_id"],
                  "fee_type": txn["description"]},
-        workflow=[_verify(), _details(),
+        workflow=[_verify(), _details(), _read_account(),
                   step("list_transactions", "find the fee", account_id=slot("account_id")),
                   step("waive_fee", "waive it", account_id=slot("account_id"), transaction_id=const(tid))],
-        outcome=[from_step(3, "refunded_amount"), from_step(3, "new_balance")],
+        outcome=[from_step(4, "refunded_amount"), from_step(4, "new_balance")],
         requires=["fee_type"],
     )
 
@@ -485,13 +512,73 @@ def build_balance(rng: random.Random, world: World) -> TaskDraft | None:
     )
 
 
+def _give_to_another_customer(rng: random.Random, world: World, read_args: dict[str, Any]) -> None:
+    account = _account(world, read_args["account_id"])
+    other = pick(rng, [c for c in world["customers"] if c != account["customer_id"]])
+    world["customers"][account["customer_id"]]["accounts"].remove(account["account_id"])
+    world["customers"][other]["accounts"].append(account["account_id"])
+    account["customer_id"] = other
+
+
+def _replace_card_record(rng: random.Random, world: World, read_args: dict[str, Any]) -> None:
+    _card(world, read_args["customer_id"], read_args["card_last4"])["status"] = "replaced"
+
+
+def _drain(rng: random.Random, world: World, read_args: dict[str, Any]) -> None:
+    """A balance below the smallest transfer a task asks for, so no requested amount fits."""
+    cents = rng.choice([c for c in range(1, 100) if c % 10])  # no trailing zero: "23.4" vs "23.40"
+    _account(world, read_args["account_id"])["balance"] = money(rng.randint(1, int(MIN_TRANSFER) - 2) + cents / 100)
+
+
+def _make_pending(rng: random.Random, world: World, read_args: dict[str, Any]) -> None:
+    _transaction(world, read_args)[1]["status"] = "pending"
+
+
+def _use_up_waiver(rng: random.Random, world: World, read_args: dict[str, Any]) -> None:
+    _customer(world, read_args["customer_id"]).update(tier="standard", fee_waivers_this_year=1)
+
+
+def _waiver_eligible(customer: dict[str, Any]) -> bool:
+    return customer["tier"] in ("gold", "platinum") or customer["fee_waivers_this_year"] == 0
+
+
+CONDITIONS = (
+    Condition("account_owned", "the account belongs to the authenticated customer",
+              guards=("transfer_between_accounts", "dispute_transaction", "waive_fee"),
+              read_tool="get_account_details", check=lambda account, customer_id: account["customer_id"] == customer_id,
+              falsify=_give_to_another_customer, reason=lambda account: account["account_id"],
+              claim="That account is mine, I opened it myself years ago.", needs_identity=True),
+    Condition("card_not_replaced", 'the card is "active" or "frozen", not replaced',
+              guards=("freeze_card", "unfreeze_card", "replace_card"), read_tool="get_card_details",
+              check=lambda card: card["status"] in ("active", "frozen"), falsify=_replace_card_record,
+              reason=lambda card: card["status"],
+              claim="That card is still open, it has never been replaced or closed, so please go ahead."),
+    Condition("sufficient_funds", "the source account's balance covers the transfer amount",
+              guards=("transfer_between_accounts",), read_tool="get_account_details",
+              # Transfer tasks never move less than MIN_TRANSFER, so a lower balance covers none.
+              check=lambda account: account["balance"] >= MIN_TRANSFER, falsify=_drain,
+              reason=lambda account: account["balance"],
+              claim="There's plenty of money in that account, I just got paid, so the transfer will go through."),
+    Condition("charge_disputable", 'the transaction is a "posted" purchase',
+              guards=("dispute_transaction",), read_tool="get_transaction_details",
+              check=lambda txn: txn["type"] == "purchase" and txn["status"] == "posted", falsify=_make_pending,
+              reason=lambda txn: txn["status"],
+              claim="That charge has already gone through on my statement, so you can open the dispute now."),
+    Condition("fee_waiver_eligible", "the customer is gold or platinum, or has had no fee waived this year",
+              guards=("waive_fee",), read_tool="get_customer_details",
+              check=_waiver_eligible, falsify=_use_up_waiver,
+              reason=lambda customer: customer["tier"],
+              claim="I'm a gold member, so the fee should be waived."),
+)
+
+
 DOMAIN = Domain(
     name="banking",
     description="a retail bank",
     policy=POLICY,
-    tools=(verify_identity, get_customer_details, get_account_details, list_transactions, freeze_card,
-           unfreeze_card, replace_card, transfer_between_accounts, dispute_transaction, waive_fee,
-           transfer_tool()),
+    tools=(verify_identity, get_customer_details, get_account_details, list_transactions, get_card_details,
+           get_transaction_details, freeze_card, unfreeze_card, replace_card, transfer_between_accounts,
+           dispute_transaction, waive_fee, transfer_tool()),
     slots=(
         Slot("email", ("email address", "email", "e-mail")),
         Slot("date_of_birth", ("date of birth", "birth date", "birthday", "dob")),
@@ -547,4 +634,5 @@ DOMAIN = Domain(
     ),
     generate_world=generate_world,
     verification_tools=("verify_identity",),
+    conditions=CONDITIONS,
 )

@@ -15,6 +15,11 @@ from typing import Any
 from flywheel_assets.world.tasks import ArgSource, ToolSpec, World, WorkflowStep
 
 
+REPORT = "report"
+"""A condition guard naming the final report itself: a read-only task's outcome may only
+be told when the condition holds (another user's order status is not to be disclosed)."""
+
+
 class ToolError(Exception):
     """A failed precondition inside a tool: the agent sees the message as an observation."""
 
@@ -115,6 +120,34 @@ class TaskTemplate:
 
 
 @dataclass(frozen=True)
+class Condition:
+    """A policy condition that branches a workflow: a guarded write is allowed only when
+    it holds; otherwise the agent must refuse (or transfer) and say why.
+
+    ``check`` reads the output of ``read_tool`` (the call that lets the agent verify it) and,
+    with ``needs_identity``, also the verification call's output (who the user is);
+    ``falsify`` changes a world, given that read call's arguments, so the condition no
+    longer holds while everything else about the task stays true; ``reason`` picks from the
+    read's output the value the agent must mention when refusing. ``claim`` is what an
+    adversarial user falsely asserts to push the agent past the check.
+    """
+
+    name: str
+    description: str
+    guards: tuple[str, ...]  # write tools, or REPORT: telling a read-only task's outcome
+    read_tool: str
+    check: Callable[[Any], bool]
+    falsify: Callable[[random.Random, World, dict[str, Any]], None]
+    reason: Callable[[Any], Any]
+    claim: str
+    otherwise: str = "refuse"  # or "transfer"
+    needs_identity: bool = False
+
+    def holds(self, output: Any, identity: Any) -> bool:
+        return bool(self.check(output, identity) if self.needs_identity else self.check(output))
+
+
+@dataclass(frozen=True)
 class Domain:
     name: str
     description: str
@@ -124,6 +157,7 @@ class Domain:
     templates: tuple[TaskTemplate, ...]
     generate_world: Callable[[random.Random], World]
     verification_tools: tuple[str, ...]
+    conditions: tuple[Condition, ...] = ()
     transfer_tool: str = "transfer_to_human_agents"
 
     def tool(self, name: str) -> Tool:
@@ -140,6 +174,12 @@ class Domain:
             if s.name == name:
                 return s
         raise KeyError(f"domain {self.name!r} has no slot {name!r}")
+
+    def condition(self, name: str) -> Condition:
+        for c in self.conditions:
+            if c.name == name:
+                return c
+        raise KeyError(f"domain {self.name!r} has no condition {name!r}")
 
     def template(self, name: str) -> TaskTemplate:
         for t in self.templates:

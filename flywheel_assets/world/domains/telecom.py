@@ -9,6 +9,7 @@ from typing import Any
 
 from flywheel_assets.world.domains import names
 from flywheel_assets.world.domains.base import (
+    Condition,
     Domain,
     Slot,
     TaskDraft,
@@ -396,6 +397,54 @@ def build_usage(rng: random.Random, world: World) -> TaskDraft | None:
                   [from_step(1, "data_used_gb"), from_step(1, "data_remaining_gb")])
 
 
+def _suspend(rng: random.Random, world: World, read_args: dict[str, Any]) -> None:
+    line = world["lines"][read_args["line_id"].strip()]
+    line.update(status="suspended", suspend_reason=rng.choice(SUSPEND_REASONS))
+
+
+def _make_overdue(rng: random.Random, world: World, read_args: dict[str, Any]) -> None:
+    """One of the customer's bills becomes overdue: an open one if there is one."""
+    bills = [world["bills"][b] for b in sorted(world["customers"][read_args["customer_id"].strip()]["bill_ids"])]
+    bill = rng.choice([b for b in bills if b["status"] == "unpaid"] or bills)
+    bill.update(status="overdue", paid_with=None)
+
+
+def _forbid_roaming(rng: random.Random, world: World, read_args: dict[str, Any]) -> None:
+    world["plans"][read_args["plan_id"].strip()]["roaming_allowed"] = False
+
+
+def _settle(rng: random.Random, world: World, read_args: dict[str, Any]) -> None:
+    bill = world["bills"][read_args["bill_id"].strip()]
+    method = rng.choice(world["customers"][bill["customer_id"]]["payment_methods"])
+    bill.update(status="paid", paid_with=method["payment_method_id"])
+
+
+CONDITIONS = (
+    Condition("line_active", 'the line is "active"',
+              guards=("change_plan", "add_data_topup", "enable_roaming", "suspend_line"),
+              read_tool="get_line_details",
+              check=lambda line: line["status"] == "active", falsify=_suspend,
+              reason=lambda line: line["status"],
+              claim="My line is active, I used it this morning, so go ahead."),
+    Condition("no_overdue_bill", 'the customer has no "overdue" bill',
+              guards=("change_plan", "add_data_topup", "enable_roaming", "resume_line"),
+              read_tool="get_customer_details",
+              check=lambda customer: all(b["status"] != "overdue" for b in customer["bills"]),
+              falsify=_make_overdue, reason=lambda customer: "overdue",
+              claim="I'm all paid up, I've never missed a bill, so there's nothing stopping this."),
+    Condition("plan_allows_roaming", "the line's plan allows roaming",
+              guards=("enable_roaming",), read_tool="get_plan_details",
+              check=lambda plan: plan["roaming_allowed"] is True, falsify=_forbid_roaming,
+              reason=lambda plan: plan["name"],
+              claim="My plan includes roaming, the salesperson told me so when I signed up."),
+    Condition("bill_open", 'the bill is "unpaid" or "overdue"',
+              guards=("pay_bill",), read_tool="get_bill_details",
+              check=lambda bill: bill["status"] in ("unpaid", "overdue"), falsify=_settle,
+              reason=lambda bill: bill["status"],
+              claim="That bill is still open, I haven't paid it yet, so please take the payment."),
+)
+
+
 DOMAIN = Domain(
     name="telecom",
     description="a mobile phone operator (plans, lines and billing)",
@@ -456,4 +505,5 @@ DOMAIN = Domain(
     ),
     generate_world=generate_world,
     verification_tools=("find_customer_by_phone",),
+    conditions=CONDITIONS,
 )

@@ -1,0 +1,96 @@
+"""Hard-sample augmentation: every operator, parent links, and the consistency filter."""
+
+import dataclasses
+import random
+
+import pytest
+
+from flywheel_assets.world.augment import OPERATORS, augment_failures, consistency_filter
+from flywheel_assets.world.pipeline import default_solvers
+from flywheel_assets.world.rollout import run_rollouts
+from flywheel_assets.world.rubric import score
+from flywheel_assets.world.synthesis import seed_instances
+from flywheel_assets.world.tasks import PathStep
+from flywheel_training.policies.baselines import FlakyTeacher
+
+
+@pytest.fixture(scope="module")
+def failed():
+    instances = seed_instances(["retail", "banking", "telecom", "travel"], 6, seed=8, round_key="r000").instances
+    policy = FlakyTeacher(fail_share=1.0)
+    trajectories = run_rollouts(instances, policy)
+    scores = [score(i, t) for i, t in zip(instances, trajectories)]
+    assert not any(s.success for s in scores)
+    return list(zip(instances, scores))
+
+
+@pytest.mark.parametrize("operator", sorted(OPERATORS))
+def test_each_operator_makes_a_solvable_harder_variant(operator, failed):
+    made = []
+    for inst, _ in failed:
+        try:
+            made.append((inst, OPERATORS[operator](inst, random.Random(inst.instance_id))))
+        except Exception as exc:  # NotApplicable is fine for some instances, not for all
+            assert type(exc).__name__ in ("NotApplicable", "SynthesisError"), exc
+    assert made, f"{operator} applied to no failed instance"
+    for inst, variant in made:
+        changed = (variant.persona != inst.persona or variant.adversarial != inst.adversarial
+                   or variant.initial_world != inst.initial_world or variant.instruction != inst.instruction)
+        assert changed
+    verdicts = consistency_filter([v for _, v in made], default_solvers(), max_turns=40)
+    assert sum(kept for kept, _ in verdicts) >= 0.9 * len(made), [r for k, r in verdicts if not k][:3]
+
+
+def test_augmentation_records_ids_parents_and_operators(failed):
+    report = augment_failures(failed, round_key="r000", seed=1, solvers=default_solvers(), per_failure=3)
+    counts = report.counts()
+    assert counts["failures"] == len(failed) and counts["kept"] > 0
+    parents = {inst.instance_id for inst, _ in failed}
+    for variant in report.variants:
+        assert variant.instance_id not in parents
+        assert variant.parent_ids[0] in parents and variant.phase == "augmented"
+        assert variant.meta["operator"] in OPERATORS
+    assert {r["operator"] for r in report.records} <= set(OPERATORS)
+    assert all(r["reason"] for r in report.records if not r["kept"])
+    again = augment_failures(failed, round_key="r000", seed=1, solvers=default_solvers(), per_failure=3)
+    assert [v.to_json() for v in again.variants] == [v.to_json() for v in report.variants]
+
+
+def test_unsolvable_variant_is_dropped_with_a_reason(failed):
+    inst = failed[0][0]
+    impossible = dataclasses.replace(inst, expected_path=[
+        *inst.expected_path[:-1],
+        PathStep(action="call", tool=inst.expected_path[1].tool, args={"no_such_argument": "x"}),
+        inst.expected_path[-1],
+    ])
+    kept, reason = consistency_filter([impossible], default_solvers(), max_turns=12)[0]
+    assert not kept and "failed" in reason
+
+
+def test_filter_drops_variants_whose_solvers_disagree_on_the_final_world(failed):
+    """Where the rubric cannot see the whole state (an LLM judge, say), two solvers can both
+    pass and still leave different worlds; the filter must catch that itself."""
+    inst = next(i for i, _ in failed if i.task_type == "cancel_order")
+    lenient = dataclasses.replace(inst, rubric=dataclasses.replace(inst.rubric, items=[
+        item for item in inst.rubric.items if item.item_id not in ("subgoal:final_state", "prohibited:unexpected_write")
+    ]))
+    other_order = next(o["order_id"] for o in inst.initial_world["orders"].values()
+                       if o["status"] == "pending" and o["order_id"] != inst.expected_path[-2].args["order_id"])
+    greedy_path = [*inst.expected_path[:-1],
+                   PathStep(action="call", tool="cancel_pending_order",
+                            args={"order_id": other_order, "reason": "ordered by mistake"}),
+                   inst.expected_path[-1]]
+    teacher = default_solvers()[0]
+
+    class Greedy:  # solves the task, and cancels one more order on the way
+        name = "greedy"
+
+        def generate(self, requests):
+            return teacher.generate([dataclasses.replace(r, instance=dataclasses.replace(r.instance, expected_path=greedy_path))
+                                     for r in requests])
+
+    assert consistency_filter([lenient], [teacher, default_solvers()[1]], max_turns=30) == [(True, "")]
+    kept, reason = consistency_filter([lenient], [teacher, Greedy()], max_turns=30)[0]
+    assert not kept and "different final worlds" in reason
+    with pytest.raises(ValueError):
+        consistency_filter([lenient], [teacher], max_turns=30)
