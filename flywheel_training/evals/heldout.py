@@ -1,0 +1,70 @@
+"""The fixed held-out Mock World evaluation: pass^1, pass^k and mean rubric reward, per
+domain and per phase (linear, branched, adversarial).
+
+pass^k follows τ²-bench: for a task with n trials of which c succeeded, the chance that k
+trials drawn without replacement all succeed is C(c, k) / C(n, k); pass^k is its mean
+over tasks. pass^1 is then the plain success rate.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from math import comb
+from typing import Any
+
+from flywheel_assets.world.rollout import BatchPolicy, run_rollouts
+from flywheel_assets.world.rubric import score
+from flywheel_assets.world.tasks import Score, TaskInstance
+
+PHASE_GROUPS = {"seed": "linear", "linear": "linear", "branched": "branched", "adversarial": "adversarial",
+                "augmented": "branched"}
+
+
+def pass_hat_k(successes: Sequence[int], trials: int, k: int) -> float:
+    """Mean over tasks of C(c, k) / C(n, k), with c successes out of n = ``trials``."""
+    if not 1 <= k <= trials:
+        raise ValueError(f"k must be in 1..{trials}, got {k}")
+    if not successes:
+        return 0.0
+    return statistics.fmean(comb(c, k) / comb(trials, k) for c in successes)
+
+
+@dataclass
+class EvalResult:
+    trials: int
+    rows: list[dict[str, Any]]  # one per group: overall, each domain, each phase
+    scores: list[Score]
+
+    def overall(self) -> dict[str, Any]:
+        return self.rows[0]
+
+
+def _row(group: str, instances: Sequence[TaskInstance], by_instance: dict[str, list[Score]], trials: int
+         ) -> dict[str, Any]:
+    successes = [sum(s.success for s in by_instance[i.instance_id]) for i in instances]
+    rewards = [s.reward for i in instances for s in by_instance[i.instance_id]]
+    row: dict[str, Any] = {"group": group, "tasks": len(instances),
+                           "reward_mean": statistics.fmean(rewards) if rewards else 0.0}
+    for k in range(1, trials + 1):
+        row[f"pass^{k}"] = pass_hat_k(successes, trials, k)
+    return row
+
+
+def evaluate(policy: BatchPolicy, instances: Sequence[TaskInstance], *, trials: int = 2, max_turns: int = 20
+             ) -> EvalResult:
+    """Play every held-out instance ``trials`` times and aggregate."""
+    trajectories = run_rollouts(instances, policy, samples=trials, max_turns=max_turns)
+    by_id = {i.instance_id: i for i in instances}
+    scores = [score(by_id[t.instance_id], t) for t in trajectories]
+    by_instance: dict[str, list[Score]] = defaultdict(list)
+    for s in scores:
+        by_instance[s.instance_id].append(s)
+    groups: dict[str, list[TaskInstance]] = {"all": list(instances)}
+    for inst in instances:
+        groups.setdefault(f"domain:{inst.domain}", []).append(inst)
+        groups.setdefault(f"phase:{PHASE_GROUPS.get(inst.phase, inst.phase)}", []).append(inst)
+    rows = [_row(name, members, by_instance, trials) for name, members in groups.items()]
+    return EvalResult(trials, rows, scores)
