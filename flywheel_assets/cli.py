@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from rich.text import Text
 
 from flywheel_assets.world.domains import DOMAINS
 
@@ -60,6 +63,133 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say(text: str) -> None:
+    """A plain line on stderr: no markup (ids, SQL and errors contain brackets), no wrapping."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _use_home(args: argparse.Namespace) -> Path:
+    """--home DIR, else $FLYWHEEL_HOME, else the current directory; exported for the run."""
+    from flywheel_assets.resources import flywheel_home
+
+    home = Path(args.home).resolve() if args.home else flywheel_home()
+    os.environ["FLYWHEEL_HOME"] = str(home)
+    return home
+
+
+def _warehouse(args: argparse.Namespace):
+    from flywheel_assets.resources import warehouse_path
+    from flywheel_assets.store import Warehouse
+
+    _use_home(args)
+    return Warehouse(warehouse_path())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Materialise rounds in order into the home's persistent Dagster instance."""
+    from flywheel_assets.runner import run_rounds
+
+    if args.rounds <= args.from_round:
+        _say(f"flywheel run: --rounds {args.rounds} leaves nothing to run from round {args.from_round}")
+        return 2
+    home = _use_home(args)
+    outcomes = run_rounds(home, args.rounds, first=args.from_round, report=_say,
+                          policy=args.policy, fail_share=args.fail_share, seed=args.seed, domains=args.domains,
+                          tasks_per_domain=args.tasks_per_domain, rollouts_per_instance=args.rollouts_per_instance,
+                          max_turns=args.max_turns)
+    ok = bool(outcomes) and all(o.success for o in outcomes) and len(outcomes) == args.rounds - args.from_round
+    if ok:
+        _say(f"{len(outcomes)} rounds materialised; see them with `flywheel ui --home {home}`")
+    return 0 if ok else 1
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Replace this process with `dagster dev` (webserver + daemon) on the home's instance."""
+    from flywheel_assets.runner import INSTANCE_CONFIG, use_home
+
+    instance_dir = use_home(_use_home(args))
+    workspace = INSTANCE_CONFIG.with_name("workspace.yaml")
+    # `python -m` puts the working directory first on sys.path: start in the instance
+    # directory, so a stray module in the user's directory cannot shadow one Dagster imports.
+    os.chdir(instance_dir)
+    command = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port)]
+    _say(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    # A shell starts background jobs with SIGINT ignored, and exec keeps ignored signals
+    # ignored: dagster dev would then not stop on Ctrl-C or `kill -INT`.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.execv(sys.executable, command)
+    return 1  # not reached
+
+
+def _print_rows(rows: list[dict], as_json: bool, max_width: int) -> None:
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False, default=str))
+        return
+    if not rows:
+        _say("(no rows)")
+        return
+    table = Table(show_lines=False)
+    for column in rows[0]:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        cells = [v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str) for v in row.values()]
+        # Text, not markup: values hold brackets (JSON, ids) that rich would read as styles
+        table.add_row(*(Text(c if len(c) <= max_width else c[: max_width - 1] + "…") for c in cells))
+    Console(width=max(Console().width, 160)).print(table)
+    _say(f"{len(rows)} rows")
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    """Run SQL on a read-only connection to the warehouse."""
+    import duckdb
+
+    from flywheel_assets.store import WarehouseError
+
+    try:
+        rows = _warehouse(args).records(args.query)
+    except (duckdb.Error, WarehouseError) as exc:
+        _say(f"flywheel sql: {exc}")
+        return 2
+    _print_rows(rows, args.json, args.max_width)
+    return 0
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    """Trace an id back to its seed task with the shipped recursive query."""
+    from flywheel_assets.store import WarehouseError, trace_lineage
+
+    try:
+        frame = trace_lineage(_warehouse(args), args.id)
+    except WarehouseError as exc:
+        _say(f"flywheel lineage: {exc}")
+        return 2
+    if frame.height == 0:
+        _say(f"no parents recorded for {args.id}: it is a seed task, or no such id is in the warehouse")
+        return 1
+    _print_rows(frame.to_dicts(), args.json, args.max_width)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a round's scored rollouts as OpenAI-messages JSONL."""
+    from flywheel_assets.store import WarehouseError
+    from flywheel_assets.store.export import export_records, write_jsonl
+
+    try:
+        records = export_records(_warehouse(args), args.round, successful_only=args.successful_only)
+    except WarehouseError as exc:
+        _say(f"flywheel export: {exc}")
+        return 2
+    if args.out:
+        with Path(args.out).open("w") as out:
+            write_jsonl(records, out)
+        _say(f"wrote {len(records)} episodes of round {args.round} to {args.out}")
+    else:
+        write_jsonl(records, sys.stdout)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flywheel", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -72,6 +202,40 @@ def build_parser() -> argparse.ArgumentParser:
     rollout.add_argument("--seed", type=int, default=0)
     rollout.add_argument("--out", help="write scored trajectories as JSONL here")
     rollout.set_defaults(func=cmd_rollout)
+
+    home = argparse.ArgumentParser(add_help=False)
+    home.add_argument("--home", help="where .flywheel/ (warehouse, Dagster instance) lives "
+                                     "(default: $FLYWHEEL_HOME, else the current directory)")
+    run = verbs.add_parser("run", parents=[home], help="materialise flywheel rounds in order into the Dagster instance")
+    run.add_argument("--rounds", type=int, required=True, help="materialise rounds r000 … r(N-1)")
+    run.add_argument("--from-round", type=int, default=0, help="start at this round (its predecessor must exist)")
+    run.add_argument("--policy", choices=["teacher", "teacher-jit", "random", "do-nothing", "flaky-teacher"])
+    run.add_argument("--fail-share", type=float, help="flaky-teacher: share of episodes it fails on purpose")
+    run.add_argument("--tasks-per-domain", type=int)
+    run.add_argument("--rollouts-per-instance", type=int)
+    run.add_argument("--max-turns", type=int)
+    run.add_argument("--domains", help="comma-separated domain packs (default: all)")
+    run.add_argument("--seed", type=int)
+    run.set_defaults(func=cmd_run)
+    ui = verbs.add_parser("ui", parents=[home], help="the Dagster UI and daemon (dagster dev) on the home's instance")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(func=cmd_ui)
+    output = argparse.ArgumentParser(add_help=False, parents=[home])
+    output.add_argument("--json", action="store_true", help="one JSON array of row objects")
+    output.add_argument("--max-width", type=int, default=60, help="cut table cells to this many characters")
+    sql = verbs.add_parser("sql", parents=[output], help="run read-only SQL on the warehouse")
+    sql.add_argument("query")
+    sql.set_defaults(func=cmd_sql)
+    lineage = verbs.add_parser("lineage", parents=[output], help="trace an id back to its seed task")
+    lineage.add_argument("id")
+    lineage.set_defaults(func=cmd_lineage)
+    export = verbs.add_parser("export", parents=[home], help="a round's scored rollouts as OpenAI-messages JSONL")
+    export.add_argument("--round", required=True)
+    export.add_argument("--format", choices=["jsonl"], default="jsonl")
+    export.add_argument("--successful-only", action="store_true", help="only episodes that passed their rubric")
+    export.add_argument("--out", help="file to write (default: stdout)")
+    export.set_defaults(func=cmd_export)
     return parser
 
 

@@ -7,10 +7,9 @@ same ids and the warehouse can trace any row back to what it came from.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 World = dict[str, dict[str, dict[str, Any]]]
@@ -47,10 +46,12 @@ class _JsonData:
     _nested_lists: dict[str, type] = {}
 
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(canonical_json(asdict(self)))  # type: ignore[call-overload]
+        # vars() serialises nested dataclasses without asdict's deep copy of whole worlds.
+        return json.loads(json.dumps(self, default=vars, sort_keys=True, ensure_ascii=False))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
+        """Takes ownership of ``data``'s values (pass a fresh ``json.loads`` result or a copy)."""
         kwargs = {}
         for f in fields(cls):  # type: ignore[arg-type]
             if f.name not in data:
@@ -60,7 +61,7 @@ class _JsonData:
                 value = cls._nested[f.name].from_dict(value)
             elif f.name in cls._nested_lists:
                 value = [cls._nested_lists[f.name].from_dict(v) for v in value]
-            kwargs[f.name] = copy.deepcopy(value)
+            kwargs[f.name] = value
         return cls(**kwargs)
 
     def to_json(self) -> str:

@@ -1,0 +1,45 @@
+"""The one place that wires the flywheel's assets, checks, job, sensor and resources.
+
+Resources take their settings from ``FLYWHEEL_*`` environment variables (see
+``resources.py``); ``workspace.yaml`` and ``[tool.dg]`` in ``pyproject.toml`` point here.
+"""
+
+from __future__ import annotations
+
+from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
+
+from flywheel_assets.assets import ROUND_ASSETS, eval_tasks
+from flywheel_assets.checks import ASSET_CHECKS
+from flywheel_assets.resources import PolicyResource, RoundConfigResource, WarehouseResource
+from flywheel_assets.sensors import ROUND_JOB_NAME, round_advance_sensor
+
+round_job = define_asset_job(
+    ROUND_JOB_NAME,
+    selection=AssetSelection.assets(*ROUND_ASSETS),  # their checks come with them; partitioned by round like them
+    description="One flywheel round: seed tasks → behaviour trees → instances → rollouts → rubric scores → "
+                "hard samples. Reads the previous round's hard samples from the warehouse.",
+)
+
+eval_tasks_job = define_asset_job("held_out_eval_tasks", selection=AssetSelection.assets(eval_tasks),
+                                  description="The fixed held-out evaluation instances.")
+
+
+def build_definitions() -> Definitions:
+    """The definitions with resources read from the environment now."""
+    return Definitions(
+        assets=[*ROUND_ASSETS, eval_tasks],
+        asset_checks=ASSET_CHECKS,
+        jobs=[round_job, eval_tasks_job],
+        sensors=[round_advance_sensor],
+        # A round's stages form a chain and each is seconds of work: in one process they run
+        # without paying the package import (several seconds) once per step.
+        executor=in_process_executor,
+        resources={
+            "warehouse": WarehouseResource.from_env(),
+            "policy": PolicyResource.from_env(),
+            "round_config": RoundConfigResource.from_env(),
+        },
+    )
+
+
+defs = build_definitions()

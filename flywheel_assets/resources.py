@@ -1,0 +1,190 @@
+"""Typed, configurable resources: the warehouse, the rollout policy and the round's size knobs.
+
+Each resource has plain defaults, ``from_env()`` (used by ``definitions.py``) to take its
+settings from ``FLYWHEEL_*`` environment variables — as Dagster ``EnvVar``s where Dagster
+supports them, so the UI shows where a value came from — and run config overrides either.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dagster import ConfigurableResource, EnvVar
+from pydantic import Field
+
+from flywheel_assets.store import Warehouse
+from flywheel_assets.world.domains import DOMAINS
+from flywheel_assets.world.rollout import BatchPolicy
+
+STATE_DIR_NAME = ".flywheel"
+POLICY_NAMES = ("teacher", "teacher-jit", "random", "do-nothing", "flaky-teacher")
+
+
+def flywheel_home() -> Path:
+    """Where a flywheel's state lives: ``$FLYWHEEL_HOME``, or the current directory."""
+    return Path(os.environ.get("FLYWHEEL_HOME") or ".").resolve()
+
+
+def state_dir(home: Path | None = None) -> Path:
+    """``<home>/.flywheel``: the warehouse, the Dagster instance and checkpoints."""
+    return (home or flywheel_home()) / STATE_DIR_NAME
+
+
+def dagster_home(home: Path | None = None) -> Path:
+    return state_dir(home) / "dagster"
+
+
+def default_warehouse_path(home: Path | None = None) -> Path:
+    return state_dir(home) / "warehouse.duckdb"
+
+
+def warehouse_path() -> Path:
+    """The warehouse runs in this environment write: $FLYWHEEL_WAREHOUSE, or the home's default."""
+    configured = os.environ.get("FLYWHEEL_WAREHOUSE")
+    return Path(configured).resolve() if configured else default_warehouse_path()
+
+
+def _env_str(name: str, default: str) -> str:
+    return EnvVar(name) if os.environ.get(name) else default
+
+
+def _env_int(name: str, default: int) -> int:
+    return EnvVar.int(name) if os.environ.get(name) else default  # type: ignore[return-value]
+
+
+def _env_float(name: str, default: float) -> float:
+    # Dagster has no float EnvVar: read it here, with an error that names the variable
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}={raw!r} is not a number") from exc
+
+
+class WarehouseResource(ConfigurableResource):
+    """The DuckDB warehouse file. Empty path: ``$FLYWHEEL_HOME/.flywheel/warehouse.duckdb``,
+    resolved when a run starts (so the run's environment decides)."""
+
+    path: str = Field(default="", description="DuckDB file; empty = $FLYWHEEL_HOME/.flywheel/warehouse.duckdb")
+
+    @classmethod
+    def from_env(cls) -> "WarehouseResource":
+        return cls(path=_env_str("FLYWHEEL_WAREHOUSE", ""))
+
+    def resolved_path(self) -> Path:
+        return Path(self.path).resolve() if self.path else warehouse_path()
+
+    def warehouse(self) -> Warehouse:
+        return Warehouse(self.resolved_path())
+
+
+def make_policy(name: str, *, seed: int = 0, fail_share: float = 0.5) -> BatchPolicy:
+    """The rollout policy by name (the next issue adds trained checkpoints)."""
+    from flywheel_training.policies.baselines import DoNothingPolicy, FlakyTeacher, RandomPolicy
+    from flywheel_training.policies.scripted import ScriptedTeacher
+
+    if name == "teacher":
+        return ScriptedTeacher()
+    if name == "teacher-jit":
+        return ScriptedTeacher("just_in_time")
+    if name == "random":
+        return RandomPolicy(seed)
+    if name == "do-nothing":
+        return DoNothingPolicy()
+    if name == "flaky-teacher":
+        return FlakyTeacher(fail_share=fail_share, seed=seed)
+    raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(POLICY_NAMES)}")
+
+
+class PolicyResource(ConfigurableResource):
+    """The policy whose rollouts a round collects, and the teacher that plays beside it."""
+
+    # Plain str, not a Literal: a field set from an EnvVar holds the variable's *name* until
+    # the run resolves it, so choices are checked when the policy is built.
+    name: str = Field(default="teacher", description="teacher, teacher-jit, random, do-nothing or "
+                                                     "flaky-teacher (the teacher failing on purpose)")
+    fail_share: float = Field(default=0.5, description="flaky-teacher: share of episodes it fails, 0..1")
+    seed: int = Field(default=0, description="seed of the random and flaky policies")
+
+    @classmethod
+    def from_env(cls) -> "PolicyResource":
+        return cls(name=_env_str("FLYWHEEL_POLICY", "teacher"),
+                   fail_share=_env_float("FLYWHEEL_FAIL_SHARE", 0.5),
+                   seed=_env_int("FLYWHEEL_POLICY_SEED", 0))
+
+    def policy(self) -> BatchPolicy:
+        if not 0.0 <= self.fail_share <= 1.0:
+            raise ValueError(f"policy.fail_share must lie in [0, 1], got {self.fail_share} (FLYWHEEL_FAIL_SHARE)")
+        return make_policy(self.name, seed=self.seed, fail_share=self.fail_share)
+
+    def teacher(self) -> BatchPolicy | None:
+        """The scripted teacher, or None when the policy is already a scripted teacher (its
+        trajectories would collide with the teacher's: same instance, name and sample)."""
+        return None if self.name in ("teacher", "teacher-jit") else make_policy("teacher")
+
+
+# (field, environment variable, smallest allowed value) of the round's integer knobs
+_ROUND_INTS = (("seed", "FLYWHEEL_SEED", None), ("tasks_per_domain", "FLYWHEEL_TASKS_PER_DOMAIN", 1),
+               ("backtranslated_per_tree", "FLYWHEEL_BACKTRANSLATED_PER_TREE", 0),
+               ("rollouts_per_instance", "FLYWHEEL_ROLLOUTS_PER_INSTANCE", 1), ("max_turns", "FLYWHEEL_MAX_TURNS", 1),
+               ("augment_per_failure", "FLYWHEEL_AUGMENT_PER_FAILURE", 0),
+               ("eval_per_domain", "FLYWHEEL_EVAL_PER_DOMAIN", 1), ("eval_seed", "FLYWHEEL_EVAL_SEED", None),
+               ("max_rounds", "FLYWHEEL_MAX_ROUNDS", 1))
+
+
+class RoundConfigResource(ConfigurableResource):
+    """The size knobs of a round (``pipeline.RoundConfig``), the held-out set's size and seed,
+    and how far the round-advance sensor may go. Bounds are checked when a run uses them (an
+    EnvVar-set field holds a placeholder until then)."""
+
+    seed: int = 0
+    domains: str = Field(default=",".join(sorted(DOMAINS)), description="comma-separated domain packs")
+    tasks_per_domain: int = 12
+    backtranslated_per_tree: int = 2
+    adversarial_share: float = Field(default=0.25, description="share of branched instances given an "
+                                                               "adversarial user, 0..1")
+    rollouts_per_instance: int = 2
+    max_turns: int = 30
+    augment_per_failure: int = 2
+    eval_per_domain: int = Field(default=10, description="held-out instances per domain")
+    eval_seed: int = Field(default=900_001, description="seed of the held-out set; distinct from round seeds")
+    max_rounds: int = Field(default=3, description="the round-advance sensor stops after this many rounds")
+
+    @classmethod
+    def from_env(cls) -> "RoundConfigResource":
+        defaults = cls()
+        return cls(domains=_env_str("FLYWHEEL_DOMAINS", defaults.domains),
+                   adversarial_share=_env_float("FLYWHEEL_ADVERSARIAL_SHARE", defaults.adversarial_share),
+                   **{name: _env_int(var, getattr(defaults, name)) for name, var, _ in _ROUND_INTS})
+
+    def checked(self) -> "RoundConfigResource":
+        """Itself, or a ValueError naming every knob out of bounds and its variable."""
+        problems = [f"{name} must be >= {low}, got {getattr(self, name)} ({var})"
+                    for name, var, low in _ROUND_INTS if low is not None and getattr(self, name) < low]
+        if not 0.0 <= self.adversarial_share <= 1.0:
+            problems.append(f"adversarial_share must lie in [0, 1], got {self.adversarial_share} "
+                            f"(FLYWHEEL_ADVERSARIAL_SHARE)")
+        if problems:
+            raise ValueError("round_config: " + "; ".join(problems))
+        return self
+
+    def domain_names(self) -> tuple[str, ...]:
+        names = tuple(n.strip() for n in self.domains.split(",") if n.strip())
+        unknown = [n for n in names if n not in DOMAINS]
+        if unknown or not names:
+            raise ValueError(f"unknown domains {unknown} in {self.domains!r} (FLYWHEEL_DOMAINS); "
+                             f"known: {', '.join(sorted(DOMAINS))}")
+        return names
+
+    def round_config(self):
+        from flywheel_assets.world.pipeline import RoundConfig
+
+        self.checked()
+        return RoundConfig(seed=self.seed, domains=self.domain_names(), tasks_per_domain=self.tasks_per_domain,
+                           backtranslated_per_tree=self.backtranslated_per_tree,
+                           adversarial_share=self.adversarial_share,
+                           rollouts_per_instance=self.rollouts_per_instance, max_turns=self.max_turns,
+                           augment_per_failure=self.augment_per_failure)

@@ -1,0 +1,152 @@
+"""The warehouse schema: one table per asset, the bookkeeping tables and the lineage view.
+
+Table and column names are part of the user interface (the README's SQL uses them). Every
+asset table has ``round`` (the partition key), its own id and its parent id columns; the
+full object goes into a JSON column (``task``, ``tree``, ``instance``, ``trajectory``,
+``score``) so the data model can grow without a warehouse migration, while the scalar
+columns beside it are what people filter and join on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[tuple[str, str], ...]  # (name, DuckDB type), in table order
+    id_column: str
+    description: str
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.columns)
+
+    @property
+    def types(self) -> dict[str, str]:
+        return dict(self.columns)
+
+
+def _table(name: str, id_column: str, description: str, *columns: tuple[str, str]) -> Table:
+    # position: the row's place in the stage's output. Later stages read rows back in that
+    # order, because the stage functions draw from seeded RNGs while walking their inputs.
+    return Table(name, (("round", "VARCHAR"),) + columns + (("position", "BIGINT"),), id_column, description)
+
+
+SEED_TASKS = _table(
+    "seed_tasks", "task_id", "complete tasks (goal, workflow, world) and their information-deficient seed instance",
+    ("task_id", "VARCHAR"), ("domain", "VARCHAR"), ("task_type", "VARCHAR"), ("goal", "VARCHAR"),
+    ("seed", "VARCHAR"), ("required_slots", "JSON"), ("seed_instance_id", "VARCHAR"),
+    ("task", "JSON"), ("seed_instance", "JSON"),
+)
+BEHAVIOR_TREES = _table(
+    "behavior_trees", "tree_id", "linear trees and their conditional expansions, per seed task",
+    ("tree_id", "VARCHAR"), ("task_id", "VARCHAR"), ("domain", "VARCHAR"), ("phase", "VARCHAR"),
+    ("parent_ids", "JSON"), ("depth", "BIGINT"), ("branches", "BIGINT"), ("paths", "BIGINT"), ("tree", "JSON"),
+)
+TASK_INSTANCES = _table(
+    "task_instances", "instance_id",
+    "what episodes are played on: seed rewrites, back-translated branches, adversarial variants, "
+    "and the previous round's hard samples (carried_from names that round)",
+    ("instance_id", "VARCHAR"), ("task_id", "VARCHAR"), ("domain", "VARCHAR"), ("task_type", "VARCHAR"),
+    ("phase", "VARCHAR"), ("persona", "VARCHAR"), ("adversarial", "BOOLEAN"), ("parent_ids", "JSON"),
+    ("carried_from", "VARCHAR"), ("instruction", "VARCHAR"), ("instance", "JSON"),
+)
+ROLLOUTS = _table(
+    "rollouts", "trajectory_id", "episodes of the policy (role 'policy') and the teacher (role 'teacher')",
+    ("trajectory_id", "VARCHAR"), ("instance_id", "VARCHAR"), ("policy", "VARCHAR"), ("role", "VARCHAR"),
+    ("termination", "VARCHAR"), ("turns", "BIGINT"), ("tool_calls", "BIGINT"), ("cache_hits", "BIGINT"),
+    ("tool_errors", "BIGINT"), ("trajectory", "JSON"),
+)
+RUBRIC_SCORES = _table(
+    "rubric_scores", "score_id", "one rubric score per rollout",
+    ("score_id", "VARCHAR"), ("trajectory_id", "VARCHAR"), ("instance_id", "VARCHAR"), ("policy", "VARCHAR"),
+    ("role", "VARCHAR"), ("reward", "DOUBLE"), ("success", "BOOLEAN"), ("gate", "VARCHAR"),
+    ("failed_items", "JSON"), ("score", "JSON"),
+)
+HARD_SAMPLES = _table(
+    "hard_samples", "instance_id",
+    "every augmentation candidate of a failed instance; kept ones (kept = true) go into the next round",
+    ("instance_id", "VARCHAR"), ("parent_id", "VARCHAR"), ("operator", "VARCHAR"), ("kept", "BOOLEAN"),
+    ("reason", "VARCHAR"), ("task_id", "VARCHAR"), ("domain", "VARCHAR"), ("instruction", "VARCHAR"),
+    ("instance", "JSON"),
+)
+EVAL_TASKS = _table(
+    "eval_tasks", "instance_id", "the fixed held-out evaluation instances (round = 'eval', never trained on)",
+    ("instance_id", "VARCHAR"), ("task_id", "VARCHAR"), ("domain", "VARCHAR"), ("task_type", "VARCHAR"),
+    ("persona", "VARCHAR"), ("instruction", "VARCHAR"), ("instance", "JSON"), ("task", "JSON"),
+)
+ROUND_METRICS = Table(
+    "round_metrics",
+    (("round", "VARCHAR"), ("stage", "VARCHAR"), ("metric", "VARCHAR"), ("value", "DOUBLE"),
+     ("recorded_at", "TIMESTAMP")),
+    "metric", "figures of each stage of each round (long format: one row per metric)",
+)
+ROUND_PARTITIONS = Table(
+    "round_partitions",
+    (("table_name", "VARCHAR"), ("round", "VARCHAR"), ("row_count", "BIGINT"), ("written_at", "TIMESTAMP")),
+    "table_name", "which (table, round) partitions were written, so an empty partition differs from a missing one",
+)
+
+ASSET_TABLES: dict[str, Table] = {t.name: t for t in (
+    SEED_TASKS, BEHAVIOR_TREES, TASK_INSTANCES, ROLLOUTS, RUBRIC_SCORES, HARD_SAMPLES, EVAL_TASKS)}
+TABLES: dict[str, Table] = {**ASSET_TABLES, ROUND_METRICS.name: ROUND_METRICS,
+                            ROUND_PARTITIONS.name: ROUND_PARTITIONS}
+
+EVAL_ROUND = "eval"
+"""The ``round`` value of the held-out set: it belongs to no flywheel round."""
+
+
+@dataclass(frozen=True)
+class ParentEdge:
+    """A parent reference: ``column`` of ``table`` names the parent; ``is_list`` for JSON arrays."""
+
+    table: str
+    column: str
+    is_list: bool
+    relation_sql: str  # SQL expression over the child row that names the relation
+    where_sql: str = "TRUE"  # which child rows have this edge
+
+
+PARENT_EDGES: tuple[ParentEdge, ...] = (
+    ParentEdge("behavior_trees", "task_id", False, "'tree_of_task'"),
+    ParentEdge("behavior_trees", "parent_ids", True, "'expanded_from'"),
+    # only seed instances point at their task directly: derived instances reach it through
+    # their parents (an augmented variant's task_id may name a task synthesised on the fly)
+    ParentEdge("task_instances", "task_id", False, "'instance_of_task'", "json_array_length(parent_ids) = 0"),
+    # how the instance was derived from its parent: its phase, or carried over from a round
+    ParentEdge("task_instances", "parent_ids", True,
+               "CASE WHEN carried_from IS NOT NULL THEN 'carried_over' ELSE phase END"),
+    ParentEdge("rollouts", "instance_id", False, "'rollout_of'"),
+    ParentEdge("rubric_scores", "trajectory_id", False, "'score_of'"),
+    ParentEdge("hard_samples", "parent_id", False, "'augmented_from:' || operator"),
+)
+
+
+def lineage_view_sql() -> str:
+    """``lineage(child_id, parent_id, relation, round)``: a view over the tables' own id and
+    parent columns, so rewriting a round can never leave stale or duplicated lineage."""
+    parts = []
+    for edge in PARENT_EDGES:
+        child = ASSET_TABLES[edge.table].id_column
+        if edge.is_list:
+            parts.append(
+                f"SELECT {child} AS child_id, unnest(from_json({edge.column}, '[\"VARCHAR\"]')) AS parent_id, "
+                f"{edge.relation_sql} AS relation, round FROM {edge.table} WHERE {edge.where_sql}")
+        else:
+            parts.append(
+                f"SELECT {child} AS child_id, {edge.column} AS parent_id, {edge.relation_sql} AS relation, round "
+                f"FROM {edge.table} WHERE {edge.column} IS NOT NULL AND {edge.where_sql}")
+    return "CREATE OR REPLACE VIEW lineage AS\n" + "\nUNION ALL\n".join(parts)
+
+
+def lineage_ids_sql() -> str:
+    """``(id, table_name, round)`` of every row that lineage can point at."""
+    return "\nUNION ALL ".join(f"SELECT {t.id_column} AS id, '{t.name}' AS table_name, round FROM {t.name}"
+                               for t in ASSET_TABLES.values() if t.name != "eval_tasks")
+
+
+def create_table_sql(table: Table) -> str:
+    columns = ", ".join(f"{name} {kind}" for name, kind in table.columns)
+    return f"CREATE TABLE IF NOT EXISTS {table.name} ({columns})"
