@@ -20,13 +20,10 @@ from flywheel_assets.world.domains import DOMAINS
 console = Console(stderr=True)
 
 
-def _policy(name: str, seed: int):
-    from flywheel_training.policies.baselines import DoNothingPolicy, RandomPolicy
-    from flywheel_training.policies.scripted import ScriptedTeacher
+def _policy(name: str, seed: int, fail_share: float = 0.5):
+    from flywheel_assets.resources import make_policy
 
-    policies = {"teacher": ScriptedTeacher, "teacher-jit": lambda: ScriptedTeacher("just_in_time"),
-                "random": lambda: RandomPolicy(seed), "do-nothing": DoNothingPolicy}
-    return policies[name]()
+    return make_policy(name, seed=seed, fail_share=fail_share)
 
 
 def cmd_rollout(args: argparse.Namespace) -> int:
@@ -190,6 +187,29 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_expansion(args: argparse.Namespace) -> int:
+    """Per-domain summary of one round's seed expansion and hard-sample augmentation."""
+    from flywheel_assets.world.expansion_report import expansion_summary
+    from flywheel_assets.world.pipeline import RoundConfig
+
+    config = RoundConfig(seed=args.seed, tasks_per_domain=args.tasks_per_domain,
+                         backtranslated_per_tree=args.backtranslated_per_tree,
+                         adversarial_share=args.adversarial_share, rollouts_per_instance=1,
+                         domains=tuple(args.domains.split(",")) if args.domains else RoundConfig().domains)
+    policy = _policy(args.policy, args.seed, args.fail_share)
+    rows = expansion_summary(config, policy)
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    table = Table(title=f"seed expansion and augmentation of {policy.name}'s failures")
+    for column in rows[0]:
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(*(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row.values()))
+    Console(width=170).print(table)  # thirteen columns: never fold them into ellipses
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flywheel", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -202,6 +222,19 @@ def build_parser() -> argparse.ArgumentParser:
     rollout.add_argument("--seed", type=int, default=0)
     rollout.add_argument("--out", help="write scored trajectories as JSONL here")
     rollout.set_defaults(func=cmd_rollout)
+
+    expansion = verbs.add_parser("expansion", help="summarise behaviour-tree expansion, back-translation, "
+                                                   "adversarial share and the consistency filter, per domain")
+    expansion.add_argument("--tasks-per-domain", type=int, default=25)
+    expansion.add_argument("--backtranslated-per-tree", type=int, default=3)
+    expansion.add_argument("--adversarial-share", type=float, default=0.3)
+    expansion.add_argument("--policy", default="flaky-teacher",
+                           choices=["teacher", "teacher-jit", "random", "do-nothing", "flaky-teacher"])
+    expansion.add_argument("--fail-share", type=float, default=0.4)
+    expansion.add_argument("--domains", default="")
+    expansion.add_argument("--seed", type=int, default=0)
+    expansion.add_argument("--json", action="store_true")
+    expansion.set_defaults(func=cmd_expansion)
 
     home = argparse.ArgumentParser(add_help=False)
     home.add_argument("--home", help="where .flywheel/ (warehouse, Dagster instance) lives "

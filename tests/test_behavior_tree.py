@@ -124,3 +124,14 @@ def test_adversarial_share_and_determinism():
     adversarial = [i for i in first if i.phase == "adversarial"]
     assert 0 < len(adversarial) < len(first)
     assert all(i.parent_ids and i.instance_id not in i.parent_ids for i in adversarial)
+
+
+def test_expansion_summary_verb_reports_every_domain(capsys):
+    from flywheel_assets.cli import main
+
+    assert main(["expansion", "--tasks-per-domain", "3", "--json"]) == 0
+    rows = {r["domain"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == set(DOMAIN_NAMES) | {"all"}
+    total = rows["all"]
+    assert total["trees"] == 3 * len(DOMAIN_NAMES) and total["branched"] > 0
+    assert total["generated"] == total["kept"] + total["dropped"] and total["failed"] > 0
