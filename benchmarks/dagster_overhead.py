@@ -63,7 +63,7 @@ def plain_with_warehouse(knobs: dict, policy_name: str, store: Warehouse) -> Non
 
 def through_dagster(knobs: dict, policy_name: str, store: Warehouse, instance: DagsterInstance) -> None:
     config = run_config(warehouse=str(store.path), policy=policy_name, log_level="ERROR", **knobs)
-    [outcome] = materialize_rounds(instance, ["r000"], config, store, report=lambda _: None)
+    [outcome] = materialize_rounds(instance, ["r000"], config, store, report=lambda _: None, train=False)
     if not outcome.success:
         raise RuntimeError(outcome.error)
 

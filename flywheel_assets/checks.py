@@ -95,7 +95,7 @@ def _make_check(table: str, name: str, description: str,
                 evaluate: Callable[[Warehouse, str], AssetCheckResult]) -> AssetChecksDefinition:
     partitioned = table != "eval_tasks"
 
-    @asset_check(asset=table, name=name, description=description,
+    @asset_check(asset=ASSET_TABLES[table].asset_name, name=name, description=description,
                  partitions_def=rounds_partitions if partitioned else None)
     def _check(context: AssetCheckExecutionContext, warehouse: WarehouseResource) -> AssetCheckResult:
         return evaluate(warehouse.warehouse(), _round_of(context))

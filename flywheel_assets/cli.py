@@ -97,7 +97,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     ok = bool(outcomes) and all(o.success for o in outcomes) and len(outcomes) == args.rounds - args.from_round
     if ok:
         _say(f"{len(outcomes)} rounds materialised; see them with `flywheel ui --home {home}`")
+        _print_heldout(home)
     return 0 if ok else 1
+
+
+def _print_heldout(home: Path) -> None:
+    from flywheel_assets.heldout_report import heldout_rows, plot_heldout
+    from flywheel_assets.resources import state_dir
+
+    rows = heldout_rows(_warehouse(argparse.Namespace(home=str(home))))
+    if not rows:
+        return
+    table = Table(title="held-out Mock World evaluation, per round")
+    for column in ("round", "checkpoint", "tasks", "pass^1", f"pass^{rows[0]['k']}", "mean reward"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(r["round"], r["kind"], str(r["tasks"]), f"{r['pass_1']:.3f}", f"{r['pass_k']:.3f}",
+                      f"{r['reward_mean']:.3f}")
+    Console(width=100).print(table)
+    _say(f"plot: {plot_heldout(rows, state_dir(home) / 'heldout.png')}")
 
 
 def cmd_ui(args: argparse.Namespace) -> int:

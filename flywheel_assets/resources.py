@@ -18,7 +18,9 @@ from flywheel_assets.world.domains import DOMAINS
 from flywheel_assets.world.rollout import BatchPolicy
 
 STATE_DIR_NAME = ".flywheel"
-POLICY_NAMES = ("teacher", "teacher-jit", "random", "do-nothing", "flaky-teacher")
+POLICY_NAMES = ("embedded", "teacher", "teacher-jit", "random", "do-nothing", "flaky-teacher")
+EMBEDDED = "embedded"
+"""The trained policy: round r plays round r-1's checkpoint (r000: the freshly built base)."""
 
 
 def flywheel_home() -> Path:
@@ -96,6 +98,8 @@ def make_policy(name: str, *, seed: int = 0, fail_share: float = 0.5) -> BatchPo
         return DoNothingPolicy()
     if name == "flaky-teacher":
         return FlakyTeacher(fail_share=fail_share, seed=seed)
+    if name == EMBEDDED:
+        raise ValueError("the embedded policy depends on the round: the rollouts stage loads its checkpoint")
     raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(POLICY_NAMES)}")
 
 
@@ -104,14 +108,15 @@ class PolicyResource(ConfigurableResource):
 
     # Plain str, not a Literal: a field set from an EnvVar holds the variable's *name* until
     # the run resolves it, so choices are checked when the policy is built.
-    name: str = Field(default="teacher", description="teacher, teacher-jit, random, do-nothing or "
-                                                     "flaky-teacher (the teacher failing on purpose)")
+    name: str = Field(default=EMBEDDED, description="embedded (the trained tiny model: round r plays round r-1's "
+                                                    "checkpoint), teacher, teacher-jit, random, do-nothing or "
+                                                    "flaky-teacher (the teacher failing on purpose)")
     fail_share: float = Field(default=0.5, description="flaky-teacher: share of episodes it fails, 0..1")
     seed: int = Field(default=0, description="seed of the random and flaky policies")
 
     @classmethod
     def from_env(cls) -> "PolicyResource":
-        return cls(name=_env_str("FLYWHEEL_POLICY", "teacher"),
+        return cls(name=_env_str("FLYWHEEL_POLICY", EMBEDDED),
                    fail_share=_env_float("FLYWHEEL_FAIL_SHARE", 0.5),
                    seed=_env_int("FLYWHEEL_POLICY_SEED", 0))
 
@@ -124,6 +129,58 @@ class PolicyResource(ConfigurableResource):
         """The scripted teacher, or None when the policy is already a scripted teacher (its
         trajectories would collide with the teacher's: same instance, name and sample)."""
         return None if self.name in ("teacher", "teacher-jit") else make_policy("teacher")
+
+    @property
+    def trains(self) -> bool:
+        return self.name == EMBEDDED
+
+
+class TrainingResource(ConfigurableResource):
+    """Where checkpoints live, each round's training budget, and the held-out evaluation."""
+
+    checkpoint_dir: str = Field(default="", description="model folders; default <FLYWHEEL_HOME>/.flywheel/checkpoints")
+    model_seed: int = 0
+    sft_seconds: int = Field(default=240, description="round-0 cold-start SFT budget, seconds")
+    sft_max_steps: int = 1200
+    rft_seconds: int = Field(default=90, description="rejection-sampled fine-tuning budget per round, seconds")
+    rft_max_steps: int = 300
+    grpo_seconds: int = Field(default=60, description="GRPO budget per round, seconds")
+    grpo_max_steps: int = 20
+    max_new_tokens: int = Field(default=128, description="tokens the embedded policy may generate per turn")
+    eval_trials: int = Field(default=2, description="k: trials per held-out task for pass^k")
+    eval_max_turns: int = 20
+
+    @classmethod
+    def from_env(cls) -> "TrainingResource":
+        defaults = cls()
+        return cls(checkpoint_dir=_env_str("FLYWHEEL_CHECKPOINTS", ""),
+                   **{name: _env_int(f"FLYWHEEL_{name.upper()}", getattr(defaults, name))
+                      for name in ("model_seed", "sft_seconds", "sft_max_steps", "rft_seconds", "rft_max_steps",
+                                   "grpo_seconds", "grpo_max_steps", "max_new_tokens", "eval_trials",
+                                   "eval_max_turns")})
+
+    def checkpoints(self) -> Path:
+        return Path(self.checkpoint_dir) if self.checkpoint_dir else state_dir() / "checkpoints"
+
+    def base(self) -> Path:
+        """The embedded base checkpoint, built deterministically on first use."""
+        from flywheel_training.rounds import ensure_base
+
+        return ensure_base(self.checkpoints() / "base", seed=self.model_seed)
+
+    def round_config(self):
+        from flywheel_training.rounds import RoundTrainingConfig
+
+        return RoundTrainingConfig(sft_seconds=self.sft_seconds, sft_max_steps=self.sft_max_steps,
+                                   rft_seconds=self.rft_seconds, rft_max_steps=self.rft_max_steps,
+                                   grpo_seconds=self.grpo_seconds, grpo_max_steps=self.grpo_max_steps,
+                                   seed=self.model_seed)
+
+    def load_policy(self, path: Path, name: str) -> BatchPolicy:
+        from flywheel_training.policies.local import GenerationSettings, LocalTransformersPolicy
+
+        return LocalTransformersPolicy(path, name=name,
+                                       settings=GenerationSettings(max_new_tokens=self.max_new_tokens))
 
 
 # (field, environment variable, smallest allowed value) of the round's integer knobs

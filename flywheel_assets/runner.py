@@ -19,7 +19,8 @@ from typing import Any
 from dagster import DagsterEventType, DagsterInstance
 
 from flywheel_assets.assets.common import ROUND_POOL
-from flywheel_assets.definitions import defs, eval_tasks_job, round_job
+from flywheel_assets.definitions import data_round_job, defs, eval_tasks_job, round_job
+from flywheel_assets.resources import EMBEDDED
 from flywheel_assets.partitions import ROUNDS_PARTITIONS_NAME, round_key
 from flywheel_assets.resources import dagster_home, warehouse_path
 from flywheel_assets.store import Warehouse
@@ -64,9 +65,12 @@ def open_instance(home: Path) -> Iterator[DagsterInstance]:
 
 
 def run_config(*, warehouse: str | None = None, policy: str | None = None, fail_share: float | None = None,
-               log_level: str = "INFO", **round_knobs: Any) -> dict[str, Any]:
+               log_level: str = "INFO", training: Mapping[str, Any] | None = None,
+               **round_knobs: Any) -> dict[str, Any]:
     """Run config overriding only the knobs given (None = the resource's own setting)."""
     resources: dict[str, dict[str, Any]] = {}
+    if training:
+        resources["training"] = {"config": dict(training)}
     if warehouse is not None:
         resources["warehouse"] = {"config": {"path": str(warehouse)}}
     policy_config = {k: v for k, v in (("name", policy), ("fail_share", fail_share)) if v is not None}
@@ -105,10 +109,11 @@ def materialize_eval_tasks(instance: DagsterInstance, config: Mapping[str, Any],
 
 
 def materialize_rounds(instance: DagsterInstance, keys: list[str], config: Mapping[str, Any],
-                       store: Warehouse, report: Report = print) -> list[RoundOutcome]:
+                       store: Warehouse, report: Report = print, *, train: bool = True) -> list[RoundOutcome]:
     """Add each round's partition if needed and materialise the round, in order; stop at
-    the first failure (the next round would start from it)."""
-    job = defs.resolve_job_def(round_job.name)
+    the first failure (the next round would start from it). ``train``: complete rounds
+    (checkpoint and evaluation); otherwise the data stages only."""
+    job = defs.resolve_job_def((round_job if train else data_round_job).name)
     outcomes = []
     for key in keys:
         if not instance.has_dynamic_partition(ROUNDS_PARTITIONS_NAME, key):
@@ -135,7 +140,11 @@ def summarize(figures: Mapping[str, float]) -> str:
              ("rollouts.episodes", "episodes", "{:.0f}"),
              ("rubric_scores.pass_rate", "policy pass rate", "{:.3f}"),
              ("rubric_scores.reward_mean", "reward mean", "{:.3f}"),
-             ("hard_samples.kept", "hard samples kept", "{:.0f}")]
+             ("hard_samples.kept", "hard samples kept", "{:.0f}"),
+             ("policy_checkpoints.train_seconds", "training s", "{:.0f}"),
+             ("evaluations.pass_1", "held-out pass^1", "{:.3f}"),
+             ("evaluations.pass_k", "pass^k", "{:.3f}"),
+             ("evaluations.reward_mean", "held-out reward", "{:.3f}")]
     return ", ".join(f"{label} {fmt.format(figures[key])}" for key, label, fmt in shown if key in figures)
 
 
@@ -150,4 +159,7 @@ def run_rounds(home: Path, rounds: int, *, first: int = 0, report: Report = prin
         report(f"home {home.resolve()}: instance {os.environ['DAGSTER_HOME']}, warehouse {store.path}")
         if not materialize_eval_tasks(instance, config, report):
             return []
-        return materialize_rounds(instance, [round_key(i) for i in range(first, rounds)], config, store, report)
+        policy = config["resources"].get("policy", {}).get("config", {}).get("name") or os.environ.get(
+            "FLYWHEEL_POLICY", EMBEDDED)
+        return materialize_rounds(instance, [round_key(i) for i in range(first, rounds)], config, store, report,
+                                  train=policy == EMBEDDED)

@@ -18,6 +18,7 @@ from flywheel_assets.partitions import ROUNDS_PARTITIONS_NAME, round_index, roun
 from flywheel_assets.resources import RoundConfigResource
 
 ROUND_JOB_NAME = "flywheel_round"
+DATA_ROUND_JOB_NAME = "flywheel_data_round"
 LAST_STAGE = AssetKey("hard_samples")
 """A round is complete when its last stage is materialised."""
 

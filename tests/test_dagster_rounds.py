@@ -31,13 +31,15 @@ def two_rounds(tmp_path_factory):
     path = tmp_path_factory.mktemp("flywheel") / "warehouse.duckdb"
     instance = DagsterInstance.ephemeral()
     store = Warehouse(path)
-    outcomes = materialize_rounds(instance, ["r000", "r001"], small_config(path), store, report=lambda _: None)
+    outcomes = materialize_rounds(instance, ["r000", "r001"], small_config(path), store, report=lambda _: None,
+                                  train=False)
     assert [(o.round, o.success, o.error) for o in outcomes] == [("r000", True, ""), ("r001", True, "")]
     return instance, store, outcomes
 
 
 def table_snapshot(store: Warehouse, round: str) -> dict[str, list]:
-    return {name: store.read_round(name, round) for name in ASSET_TABLES if name != "eval_tasks"}
+    return {name: store.read_round(name, round) for name in ASSET_TABLES
+            if name not in ("eval_tasks", "policy_checkpoints", "evaluations")}  # data rounds: no training
 
 
 def test_round_1_contains_round_0s_kept_hard_samples(two_rounds):
@@ -71,7 +73,8 @@ def test_rematerialising_a_round_is_idempotent(two_rounds):
     instance, store, _ = two_rounds
     before = table_snapshot(store, "r000")
     lineage_before = store.records("SELECT * FROM lineage ORDER BY ALL")
-    [outcome] = materialize_rounds(instance, ["r000"], small_config(store.path), store, report=lambda _: None)
+    [outcome] = materialize_rounds(instance, ["r000"], small_config(store.path), store, report=lambda _: None,
+                                   train=False)
     assert outcome.success
     assert table_snapshot(store, "r000") == before
     lineage_after = store.records("SELECT * FROM lineage ORDER BY ALL")
@@ -85,7 +88,7 @@ def test_rematerialising_a_round_is_idempotent(two_rounds):
 def test_materialising_r001_without_r000_fails_naming_the_missing_partition(tmp_path):
     store = Warehouse(tmp_path / "w.duckdb")
     [outcome] = materialize_rounds(DagsterInstance.ephemeral(), ["r001"], small_config(store.path), store,
-                                   report=lambda _: None)
+                                   report=lambda _: None, train=False)
     assert not outcome.success
     assert "task_instances failed" in outcome.error
     assert "partition r000 of hard_samples has not been materialised" in outcome.error
@@ -131,14 +134,18 @@ def test_round_metrics_table_holds_the_figures_by_round_and_stage(two_rounds):
 
 def test_definitions_load_with_every_asset_check_job_and_a_stopped_sensor():
     graph = defs.resolve_asset_graph()
-    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == set(ASSET_TABLES)
+    assets = {t.asset_name for t in ASSET_TABLES.values()}
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == assets
+    assert {"policy_checkpoint", "evaluation"} <= assets
     checked = {k.asset_key.to_user_string() for k in graph.asset_check_keys}
-    assert checked == set(ASSET_TABLES)
+    assert checked == assets
     job = defs.resolve_job_def(round_job.name)
     assert job.partitions_def is not None and job.partitions_def.name == "rounds"
     sensor = defs.resolve_sensor_def("round_advance_sensor")
     assert sensor.default_status.value == "STOPPED"
-    assert set(defs.resources) == {"warehouse", "policy", "round_config"}
+    assert set(defs.resources) == {"warehouse", "policy", "round_config", "training"}
+    full = {k.to_user_string() for k in defs.resolve_job_def(round_job.name).asset_layer.executable_asset_keys}
+    assert full == assets - {"eval_tasks"}
 
 
 def test_dg_check_defs_passes():
@@ -189,7 +196,7 @@ def test_resources_take_their_settings_from_flywheel_environment_variables(tmp_p
     env_defs = build_definitions()
     instance = DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("rounds", ["r000"])
-    for job, key in (("held_out_eval_tasks", None), ("flywheel_round", "r000")):
+    for job, key in (("held_out_eval_tasks", None), ("flywheel_data_round", "r000")):
         result = env_defs.resolve_job_def(job).execute_in_process(instance=instance, partition_key=key)
         assert result.success
     store = Warehouse(tmp_path / "env.duckdb")
@@ -201,7 +208,7 @@ def test_resources_take_their_settings_from_flywheel_environment_variables(tmp_p
     assert sum(r["role"] == "policy" for r in rollouts) == 3 * len(instances)
 
     monkeypatch.setenv("FLYWHEEL_TASKS_PER_DOMAIN", "0")
-    result = build_definitions().resolve_job_def("flywheel_round").execute_in_process(
+    result = build_definitions().resolve_job_def("flywheel_data_round").execute_in_process(
         instance=instance, partition_key="r000", raise_on_error=False)
     assert not result.success
     assert failure_message(result) == ("seed_tasks failed: ValueError: round_config: tasks_per_domain must be >= 1, "

@@ -1,4 +1,4 @@
-"""The flywheel's assets, one module per stage in data-flow order (stage1 … stage6), plus
+"""The flywheel's assets, one module per stage in data-flow order (stage1 … stage8), plus
 the held-out evaluation set. Stages pass data through the DuckDB warehouse, not IO managers."""
 
 from flywheel_assets.assets.eval_tasks import eval_tasks
@@ -8,9 +8,15 @@ from flywheel_assets.assets.stage3_task_instances import task_instances
 from flywheel_assets.assets.stage4_rollouts import rollouts
 from flywheel_assets.assets.stage5_rubric_scores import rubric_scores
 from flywheel_assets.assets.stage6_hard_samples import hard_samples
+from flywheel_assets.assets.stage7_policy_checkpoint import policy_checkpoint
+from flywheel_assets.assets.stage8_evaluation import evaluation
 
-ROUND_ASSETS = [seed_tasks, behavior_trees, task_instances, rollouts, rubric_scores, hard_samples]
-"""A round's stages in data-flow order."""
+DATA_ASSETS = [seed_tasks, behavior_trees, task_instances, rollouts, rubric_scores, hard_samples]
+"""The stages that make a round's data."""
+TRAINING_ASSETS = [policy_checkpoint, evaluation]
+"""The stages that train the round's checkpoint and evaluate it."""
+ROUND_ASSETS = DATA_ASSETS + TRAINING_ASSETS
+"""A complete round's stages in data-flow order."""
 
-__all__ = ["ROUND_ASSETS", "behavior_trees", "eval_tasks", "hard_samples", "rollouts", "rubric_scores",
+__all__ = ["DATA_ASSETS", "ROUND_ASSETS", "TRAINING_ASSETS", "behavior_trees", "evaluation", "policy_checkpoint", "eval_tasks", "hard_samples", "rollouts", "rubric_scores",
            "seed_tasks", "task_instances"]

@@ -7,7 +7,8 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from flywheel_assets.assets.common import ROUND_GROUP, progress_logger, summary_figures, write_stage
 from flywheel_assets.partitions import rounds_partitions
-from flywheel_assets.resources import PolicyResource, RoundConfigResource, WarehouseResource
+from flywheel_assets.assets.checkpoint_source import round_policy
+from flywheel_assets.resources import PolicyResource, RoundConfigResource, TrainingResource, WarehouseResource
 from flywheel_assets.store.rows import instances_from_rows, rollout_rows
 from flywheel_assets.world import pipeline
 from flywheel_assets.world.metrics import batch_summary
@@ -15,13 +16,14 @@ from flywheel_assets.world.metrics import batch_summary
 
 @asset(partitions_def=rounds_partitions, group_name=ROUND_GROUP, deps=["task_instances"], kinds={"python", "duckdb"})
 def rollouts(context: AssetExecutionContext, warehouse: WarehouseResource, policy: PolicyResource,
-             round_config: RoundConfigResource) -> MaterializeResult:
+             round_config: RoundConfigResource, training: TrainingResource) -> MaterializeResult:
     """Rollouts: several episodes per instance by the policy, and one by the teacher."""
     started = time.perf_counter()
     round_key = context.partition_key
     config = round_config.round_config()
-    instances = instances_from_rows(warehouse.warehouse().read_round("task_instances", round_key))
-    agent, teacher = policy.policy(), policy.teacher()
+    store = warehouse.warehouse()
+    instances = instances_from_rows(store.read_round("task_instances", round_key))
+    agent, teacher = round_policy(store, round_key, policy, training), policy.teacher()
     context.log.info(f"{round_key}: {len(instances)} instances × {config.rollouts_per_instance} rollouts "
                      f"by {agent.name}" + (f", plus one each by {teacher.name}" if teacher else ""))
     trajectories = pipeline.rollouts(config, instances, agent, teacher,

@@ -18,6 +18,11 @@ class Table:
     columns: tuple[tuple[str, str], ...]  # (name, DuckDB type), in table order
     id_column: str
     description: str
+    asset: str = ""  # the asset that writes it, when its name differs from the table's
+
+    @property
+    def asset_name(self) -> str:
+        return self.asset or self.name
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -28,10 +33,10 @@ class Table:
         return dict(self.columns)
 
 
-def _table(name: str, id_column: str, description: str, *columns: tuple[str, str]) -> Table:
+def _table(name: str, id_column: str, description: str, *columns: tuple[str, str], asset: str = "") -> Table:
     # position: the row's place in the stage's output. Later stages read rows back in that
     # order, because the stage functions draw from seeded RNGs while walking their inputs.
-    return Table(name, (("round", "VARCHAR"),) + columns + (("position", "BIGINT"),), id_column, description)
+    return Table(name, (("round", "VARCHAR"),) + columns + (("position", "BIGINT"),), id_column, description, asset)
 
 
 SEED_TASKS = _table(
@@ -77,6 +82,22 @@ EVAL_TASKS = _table(
     ("instance_id", "VARCHAR"), ("task_id", "VARCHAR"), ("domain", "VARCHAR"), ("task_type", "VARCHAR"),
     ("persona", "VARCHAR"), ("instruction", "VARCHAR"), ("instance", "JSON"), ("task", "JSON"),
 )
+POLICY_CHECKPOINTS = _table(
+    "policy_checkpoints", "checkpoint_id",
+    "the round's trained checkpoint: a model folder on disk (never loaded through an IO manager) and its metadata; "
+    "base_checkpoint is the previous round's checkpoint (NULL in r000, trained from the built base: base_sha256)",
+    ("checkpoint_id", "VARCHAR"), ("path", "VARCHAR"), ("kind", "VARCHAR"), ("base_checkpoint", "VARCHAR"),
+    ("base_path", "VARCHAR"), ("base_sha256", "VARCHAR"), ("policy", "VARCHAR"), ("data_counts", "JSON"),
+    ("losses", "JSON"), ("rewards", "JSON"), ("meta", "JSON"), asset="policy_checkpoint",
+)
+EVALUATIONS = _table(
+    "evaluations", "evaluation_id",
+    "the round's checkpoint on the fixed held-out set: pass^1, pass^k (tau2's definition) and mean reward, "
+    "overall ('all'), per domain ('domain:…') and per phase ('phase:…')",
+    ("evaluation_id", "VARCHAR"), ("checkpoint_id", "VARCHAR"), ("group_name", "VARCHAR"), ("tasks", "BIGINT"),
+    ("trials", "BIGINT"), ("pass_1", "DOUBLE"), ("pass_k", "DOUBLE"), ("reward_mean", "DOUBLE"), ("row", "JSON"),
+    asset="evaluation",
+)
 ROUND_METRICS = Table(
     "round_metrics",
     (("round", "VARCHAR"), ("stage", "VARCHAR"), ("metric", "VARCHAR"), ("value", "DOUBLE"),
@@ -90,7 +111,8 @@ ROUND_PARTITIONS = Table(
 )
 
 ASSET_TABLES: dict[str, Table] = {t.name: t for t in (
-    SEED_TASKS, BEHAVIOR_TREES, TASK_INSTANCES, ROLLOUTS, RUBRIC_SCORES, HARD_SAMPLES, EVAL_TASKS)}
+    SEED_TASKS, BEHAVIOR_TREES, TASK_INSTANCES, ROLLOUTS, RUBRIC_SCORES, HARD_SAMPLES, EVAL_TASKS,
+    POLICY_CHECKPOINTS, EVALUATIONS)}
 TABLES: dict[str, Table] = {**ASSET_TABLES, ROUND_METRICS.name: ROUND_METRICS,
                             ROUND_PARTITIONS.name: ROUND_PARTITIONS}
 
@@ -121,6 +143,8 @@ PARENT_EDGES: tuple[ParentEdge, ...] = (
     ParentEdge("rollouts", "instance_id", False, "'rollout_of'"),
     ParentEdge("rubric_scores", "trajectory_id", False, "'score_of'"),
     ParentEdge("hard_samples", "parent_id", False, "'augmented_from:' || operator"),
+    ParentEdge("policy_checkpoints", "base_checkpoint", False, "'trained_from'"),
+    ParentEdge("evaluations", "checkpoint_id", False, "'evaluation_of'"),
 )
 
 

@@ -1,0 +1,56 @@
+"""Stage 7: train this round's checkpoint on what the round produced (round 0: SFT cold
+start on the teacher's solutions; later: rejection-sampled fine-tuning plus GRPO on the
+rubric reward). The model is a folder on disk; the warehouse row holds its metadata."""
+
+import time
+
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+
+from flywheel_assets.assets.checkpoint_source import checkpoint_for_round
+from flywheel_assets.assets.common import ROUND_GROUP, round_to, write_stage
+from flywheel_assets.partitions import rounds_partitions
+from flywheel_assets.resources import PolicyResource, TrainingResource, WarehouseResource
+from flywheel_assets.store.rows import instances_from_rows, json_text, scores_from_rows, trajectories_from_rows
+from flywheel_training.rounds import train_round
+
+
+@asset(partitions_def=rounds_partitions, group_name=ROUND_GROUP, deps=["rollouts", "rubric_scores", "hard_samples"],
+       kinds={"pytorch", "duckdb"})
+def policy_checkpoint(context: AssetExecutionContext, warehouse: WarehouseResource, policy: PolicyResource,
+                      training: TrainingResource) -> MaterializeResult:
+    """Policy checkpoint: the model folder trained this round, with its sha256, the checkpoint
+    it started from, data counts, losses and group rewards."""
+    started = time.perf_counter()
+    round_key = context.partition_key
+    store = warehouse.warehouse()
+    previous, previous_id = checkpoint_for_round(store, round_key, training)
+    rollout_rows = store.read_round("rollouts", round_key)
+    policy_names = sorted({r["policy"] for r in rollout_rows if r["role"] == "policy"})
+    teacher_names = sorted({r["policy"] for r in rollout_rows if r["role"] == "teacher"})
+    last_log = [0.0]
+
+    def progress(logs: dict) -> None:
+        if time.monotonic() - last_log[0] > 10:
+            last_log[0] = time.monotonic()
+            context.log.info(f"{round_key} training: " + ", ".join(f"{k}={v}" for k, v in sorted(logs.items())))
+
+    context.log.info(f"{round_key}: training from {previous} ({'cold start' if previous_id is None else 'continued'})")
+    meta = train_round(
+        round_key, previous, training.checkpoints() / round_key, cold_start=previous_id is None,
+        instances=instances_from_rows(store.read_round("task_instances", round_key)),
+        trajectories=trajectories_from_rows(rollout_rows),
+        scores=scores_from_rows(store.read_round("rubric_scores", round_key)),
+        hard_samples=instances_from_rows(r for r in store.read_round("hard_samples", round_key) if r["kept"]),
+        policy_name=policy_names[0] if policy_names else "", teacher_name=teacher_names[0] if teacher_names else "teacher",
+        config=training.round_config(), progress=progress)
+    row = {"checkpoint_id": meta.sha256, "path": meta.path, "kind": meta.kind, "base_checkpoint": previous_id,
+           "base_path": meta.base_checkpoint, "base_sha256": meta.base_sha256,
+           "policy": policy_names[0] if policy_names else None, "data_counts": meta.data_counts,
+           "losses": meta.losses, "rewards": meta.rewards, "meta": json_text(meta)}
+    figures = {"train_seconds": round_to(meta.metrics.get("seconds", 0.0)),
+               "final_loss": round_to(meta.losses[-1]) if meta.losses else 0.0,
+               **{k: int(v) for k, v in meta.data_counts.items()}}
+    return write_stage(context, warehouse, "policy_checkpoints", round_key, [row], figures, started,
+                       {"path": MetadataValue.path(meta.path), "sha256": MetadataValue.text(meta.sha256),
+                        "kind": MetadataValue.text(meta.kind),
+                        "base": MetadataValue.text(previous_id or f"built base {meta.base_sha256[:12]}")})

@@ -1,0 +1,83 @@
+"""Rejection-sampled fine-tuning (rounds >= 1): SFT on what worked.
+
+The data is the round's successful policy trajectories (rejection sampling: of the
+policy's own rollouts, keep those the rubric passes) plus the teacher's solutions of the
+hard samples (the verified, harder variants of what the policy failed). Training starts
+from the previous round's checkpoint and reuses the SFT trainer.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from flywheel_assets.world.rollout import BatchPolicy, run_rollouts
+from flywheel_assets.world.rubric import score
+from flywheel_assets.world.tasks import Score, TaskInstance, Trajectory
+from flywheel_training.data import successful, trajectory_rows
+from flywheel_training.sft import SFTRunConfig, TrainResult, train_sft
+
+
+def rft_config(**overrides: Any) -> SFTRunConfig:
+    """SFT settings for continuing from a trained checkpoint: a lower learning rate than the
+    cold start (the model already knows the format; a high rate would undo it)."""
+    return SFTRunConfig(**{"learning_rate": 1e-3, "num_train_epochs": 2.0, "warmup": 0.0, **overrides})
+
+
+@dataclass
+class RFTData:
+    rows: list[dict[str, Any]]
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def rft_data(
+    instances: Sequence[TaskInstance],
+    trajectories: Sequence[Trajectory],
+    scores: Sequence[Score],
+    *,
+    policy_name: str,
+    hard_samples: Sequence[TaskInstance] = (),
+    teacher: BatchPolicy | None = None,
+    teacher_trajectories: Sequence[Trajectory] = (),
+    max_turns: int = 30,
+) -> RFTData:
+    """Rows for one round of rejection-sampled fine-tuning, with counts for the metadata.
+
+    Teacher solutions of the hard samples are taken from ``teacher_trajectories`` when
+    given, else played here with ``teacher`` (the scripted teacher by default); only those
+    the rubric passes are kept.
+    """
+    wins = successful(trajectories, scores, policy=policy_name)
+    hard_solutions: list[Trajectory] = []
+    if hard_samples:
+        by_id = {i.instance_id: i for i in hard_samples}
+        played = [t for t in teacher_trajectories if t.instance_id in by_id]
+        if not played:
+            if teacher is None:
+                from flywheel_training.policies.scripted import ScriptedTeacher
+
+                teacher = ScriptedTeacher()
+            played = run_rollouts(list(hard_samples), teacher, max_turns=max_turns)
+        hard_solutions = [t for t in played if score(by_id[t.instance_id], t).success]
+    every = list(instances) + list(hard_samples)
+    rows = trajectory_rows(wins, every) + trajectory_rows(hard_solutions, every)
+    counts = {"policy_successes": len(wins), "hard_sample_solutions": len(hard_solutions),
+              "hard_samples": len(hard_samples), "rows": len(rows)}
+    return RFTData(rows, counts)
+
+
+def train_rft(
+    model_path: str | os.PathLike[str],
+    data: RFTData,
+    output_dir: str | os.PathLike[str],
+    config: SFTRunConfig | None = None,
+    *,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Fine-tune the previous checkpoint on ``data``; raises when there is nothing to learn
+    from (the caller decides whether to carry the checkpoint over unchanged)."""
+    if not data.rows:
+        raise ValueError("rejection-sampled fine-tuning has no rows: no policy success and no hard-sample solution")
+    return train_sft(model_path, data.rows, output_dir, config or rft_config(), progress=progress)

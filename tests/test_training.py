@@ -1,0 +1,167 @@
+"""The embedded model and the trainers: tokenizer, base build, checkpoints, SFT, RFT rows, GRPO."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flywheel_assets.world.pipeline import RoundConfig, behavior_trees, seed_tasks, task_instances
+from flywheel_assets.world.rollout import run_rollouts
+from flywheel_assets.world.rubric import score
+from flywheel_training.checkpoints import folder_sha256, load_checkpoint, read_meta, verify, write_meta
+from flywheel_training.data import successful, to_dataset, trajectory_rows, view_rows
+from flywheel_training.policies.baselines import FlakyTeacher
+from flywheel_training.policies.scripted import ScriptedTeacher
+from flywheel_training.tiny import TinyConfig, build_tiny, build_tokenizer
+
+SMALL = TinyConfig(vocab_size=1024, corpus_tasks_per_domain=2, hidden_size=64, intermediate_size=128,
+                   num_attention_heads=2, num_key_value_heads=1)
+
+
+@pytest.fixture(scope="module")
+def world():
+    config = RoundConfig(seed=3, domains=("retail", "banking"), tasks_per_domain=3)
+    seed = seed_tasks(config, "r000")
+    instances = task_instances(config, "r000", seed, behavior_trees(seed.tasks))
+    teacher = run_rollouts(instances, ScriptedTeacher())
+    return instances, teacher
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return build_tiny(tmp_path_factory.mktemp("tiny") / "base", SMALL)
+
+
+def test_tokenizer_keeps_values_identical_in_prose_and_json():
+    tok = build_tokenizer(SMALL)
+    for value in ("leo.ali242@example.com", "C895791", "1969-07-22", "W7005252", "12.50"):
+        in_prose = tok.tokenize(f"my id it is {value} thanks")
+        in_json = tok.tokenize(json.dumps({"x": value}))
+        pieces = tok.tokenize(value)
+        # The value's pieces appear unchanged in both contexts: copying them is copying tokens.
+        assert any(in_prose[i:i + len(pieces)] == pieces for i in range(len(in_prose)))
+        assert any(in_json[i:i + len(pieces)] == pieces for i in range(len(in_json)))
+    text = 'Hi {"a": "é ü ∑"} <tool_call>\n{}</tool_call><|im_end|>'
+    assert tok.decode(tok(text)["input_ids"]) == text  # lossless, no unknown token
+    assert len(tok.tokenize("<tool_call>")) == 1 and len(tok.tokenize("<|im_end|>")) == 1
+
+
+def test_tokenizer_build_is_deterministic():
+    a, b = build_tokenizer(SMALL), build_tokenizer(SMALL)
+    assert a.get_vocab() == b.get_vocab()
+
+
+def test_base_build_is_deterministic_and_round_trips(base, tmp_path):
+    again = build_tiny(tmp_path / "again", SMALL)
+    assert folder_sha256(base) == folder_sha256(again)
+    model, tokenizer = load_checkpoint(base)
+    assert type(model).__name__ == "Qwen3ForCausalLM"
+    assert model.config.vocab_size == len(tokenizer)
+    assert tokenizer.chat_template and tokenizer.eos_token == "<|im_end|>"
+
+
+def test_checkpoint_meta_round_trips_with_its_hash(base, tmp_path):
+    model, tokenizer = load_checkpoint(base)
+    from flywheel_training.checkpoints import save_checkpoint
+
+    meta = save_checkpoint(model, tokenizer, tmp_path / "ck", kind="sft", base_checkpoint=str(base),
+                           data_counts={"conversations": 3}, losses=[2.0, 1.0])
+    assert read_meta(tmp_path / "ck") == meta
+    assert meta.sha256 == folder_sha256(tmp_path / "ck")
+    # Saving the same weights again gives the same files and hash, wherever the folder is.
+    assert save_checkpoint(model, tokenizer, tmp_path / "ck2", kind="sft").sha256 == meta.sha256
+    assert verify(tmp_path / "ck")
+    load_checkpoint(tmp_path / "ck", check_hash=True)
+    (tmp_path / "ck" / "config.json").write_text((tmp_path / "ck" / "config.json").read_text() + " ")
+    assert not verify(tmp_path / "ck")
+    with pytest.raises(ValueError, match="does not match"):
+        load_checkpoint(tmp_path / "ck", check_hash=True)
+    assert write_meta(tmp_path / "ck").sha256 != meta.sha256
+
+
+def test_rows_keep_arguments_as_strings_and_follow_the_prompt_view(world, base):
+    instances, teacher = world
+    rows = trajectory_rows(teacher, instances)
+    dataset = to_dataset(rows)
+    for row in dataset:
+        for m in row["messages"]:
+            for call in m["tool_calls"] or []:
+                assert isinstance(call["function"]["arguments"], str)
+                json.loads(call["function"]["arguments"])
+        assert isinstance(json.loads(row["tools"]), list)
+    _, tokenizer = load_checkpoint(base)
+    viewed = view_rows(rows, tokenizer)
+    assert len(viewed[0]["messages"][0]["content"]) < len(rows[0]["messages"][0]["content"])
+    assert "description" not in viewed[0]["tools"]
+
+
+def test_sft_few_steps_loss_falls(world, base, tmp_path):
+    from flywheel_training.sft import SFTRunConfig, train_sft
+
+    instances, teacher = world
+    result = train_sft(base, trajectory_rows(teacher[:12], instances), tmp_path / "sft",
+                       SFTRunConfig(max_steps=24, per_device_train_batch_size=2, logging_steps=4, learning_rate=3e-3))
+    assert result.steps == 24
+    assert result.losses[-1] < result.losses[0] - 0.5
+    assert (tmp_path / "sft" / "model.safetensors").exists()
+    assert not any(p.name.startswith("checkpoint") for p in (tmp_path / "sft").iterdir())
+    load_checkpoint(tmp_path / "sft")
+
+
+def test_successful_keeps_distinct_successes_of_one_policy(world):
+    instances, _ = world
+    trajectories = run_rollouts(instances, FlakyTeacher(0.5), samples=2)
+    by_id = {i.instance_id: i for i in instances}
+    scores = [score(by_id[t.instance_id], t) for t in trajectories]
+    kept = successful(trajectories, scores, policy=trajectories[0].policy)
+    wins = {s.trajectory_id for s in scores if s.success}
+    assert kept and all(t.trajectory_id in wins for t in kept)
+    assert len(kept) < len(wins)  # identical samples of one instance are kept once
+    assert successful(trajectories, scores, policy="someone-else") == []
+
+
+def test_grpo_runs_on_mock_world_episodes_and_reports_groups(world, base, tmp_path):
+    from flywheel_training.grpo import GRPORunConfig, train_grpo
+
+    instances, _ = world
+    config = GRPORunConfig(max_steps=2, prompts_per_step=2, num_generations=2, max_turns=3, max_new_tokens=16)
+    result = train_grpo(base, instances[:4], tmp_path / "grpo", config)
+    assert result.steps == 2 and result.episodes == 8
+    assert len(result.groups) == 4 and all(len(g.rewards) == 2 for g in result.groups)
+    assert result.saturated_groups == sum(g.saturated for g in result.groups)
+    load_checkpoint(tmp_path / "grpo")
+
+
+def test_grpo_replay_trains_on_played_groups(world, base, tmp_path):
+    from flywheel_training.grpo import GRPORunConfig, episode_tensors, train_grpo
+    from flywheel_training.data import tools_for
+
+    instances, _ = world
+    played = run_rollouts(instances[:4], FlakyTeacher(0.5), samples=2)
+    by_id = {i.instance_id: i for i in instances}
+    replay = [(t, score(by_id[t.instance_id], t)) for t in played]
+    result = train_grpo(base, instances[:4], tmp_path / "replay", GRPORunConfig(max_steps=5, prompts_per_step=2,
+                                                                                num_generations=2), replay=replay)
+    assert result.steps == 2  # one pass over 4 groups, 2 per step
+    assert sorted(r for g in result.groups for r in g.rewards) == sorted(s.reward for _, s in replay)
+    # The mask covers the agent's turns only.
+    _, tokenizer = load_checkpoint(base)
+    prompt, completion, mask = episode_tensors(tokenizer, played[0].messages, tools_for(instances[0].domain), 4096)
+    text = tokenizer.decode([t for t, m in zip(completion, mask) if m])
+    assert "<tool_call>" in text or "tell me" in text
+    assert "<tool_response>" not in text and "###STOP###" not in text
+    assert completion[-1] == tokenizer.eos_token_id
+
+
+def test_sft_time_budget_ends_the_schedule_inside_the_budget(world, base, tmp_path):
+    from flywheel_training.sft import SFTRunConfig, train_sft
+
+    instances, teacher = world
+    result = train_sft(base, trajectory_rows(teacher[:8], instances), tmp_path / "budget",
+                       SFTRunConfig(max_steps=100_000, per_device_train_batch_size=1, logging_steps=1, max_seconds=4))
+    assert result.stopped_by_budget and 0 < result.steps < 100_000
+    # The cosine schedule was fitted to the steps that fit, so the rate decayed before the end.
+    from transformers import AutoModelForCausalLM  # noqa: F401  (the checkpoint loads: saved whole)
+
+    load_checkpoint(tmp_path / "budget")

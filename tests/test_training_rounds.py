@@ -1,0 +1,71 @@
+"""Complete rounds through Dagster: rollouts of the embedded model, a trained checkpoint per
+round (SFT cold start, then RFT + GRPO from the previous one) and its held-out evaluation.
+Shrunk by config so two rounds fit the default suite."""
+
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, Failure
+
+from flywheel_assets.assets.checkpoint_source import checkpoint_for_round
+from flywheel_assets.heldout_report import heldout_rows, plot_heldout
+from flywheel_assets.resources import TrainingResource
+from flywheel_assets.runner import materialize_eval_tasks, materialize_rounds, run_config
+from flywheel_assets.store import Warehouse, trace_lineage
+from flywheel_training.checkpoints import folder_sha256
+
+TINY_TRAINING = {"sft_seconds": 60, "sft_max_steps": 6, "rft_seconds": 30, "rft_max_steps": 2, "grpo_seconds": 30,
+                 "grpo_max_steps": 1, "max_new_tokens": 24, "eval_trials": 2, "eval_max_turns": 4}
+
+
+def test_round_1_without_round_0s_checkpoint_fails_naming_it(tmp_path):
+    store = Warehouse(tmp_path / "w.duckdb")
+    store.ensure_schema()
+    with pytest.raises(Failure, match="partition r000 of policy_checkpoint has not been materialised"):
+        checkpoint_for_round(store, "r001", TrainingResource(checkpoint_dir=str(tmp_path / "ckpt")))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trained")
+    store = Warehouse(root / "warehouse.duckdb")
+    config = run_config(warehouse=str(store.path), policy="embedded", log_level="WARNING",
+                        training={**TINY_TRAINING, "checkpoint_dir": str(root / "checkpoints")},
+                        tasks_per_domain=1, rollouts_per_instance=2, max_turns=4, eval_per_domain=1,
+                        backtranslated_per_tree=1)
+    instance = DagsterInstance.ephemeral()
+    assert materialize_eval_tasks(instance, config, report=lambda _: None)
+    outcomes = materialize_rounds(instance, ["r000", "r001"], config, store, report=lambda _: None, train=True)
+    assert [(o.round, o.success, o.error) for o in outcomes] == [("r000", True, ""), ("r001", True, "")]
+    return root, store
+
+
+def test_each_round_trains_a_checkpoint_from_the_previous_one(trained):
+    _, store = trained
+    [first] = store.read_round("policy_checkpoints", "r000")
+    [second] = store.read_round("policy_checkpoints", "r001")
+    assert first["kind"] == "sft" and first["base_checkpoint"] is None and first["base_sha256"]
+    assert second["base_checkpoint"] == first["checkpoint_id"] and second["kind"] in ("rft", "rft+grpo", "grpo")
+    for row in (first, second):
+        assert folder_sha256(row["path"]) == row["checkpoint_id"]
+        assert (Path(row["path"]) / "config.json").exists()
+    assert first["data_counts"]["teacher_trajectories"] > 0 and first["losses"]
+    assert "grpo_groups" in second["data_counts"]
+    # round 1 was played by round 0's checkpoint, round 0 by the base
+    policies = {r["policy"] for r in store.read_round("rollouts", "r001") if r["role"] == "policy"}
+    assert policies == {f"embedded:{first['checkpoint_id'][:12]}"}
+    assert {r["policy"] for r in store.read_round("rollouts", "r000") if r["role"] == "policy"} == {"embedded:base"}
+    assert [r["parent_id"] for r in trace_lineage(store, second["checkpoint_id"]).to_dicts()][:1] == [first["checkpoint_id"]]
+
+
+def test_each_round_is_evaluated_on_the_held_out_set(trained):
+    root, store = trained
+    rows = heldout_rows(store)
+    assert [r["round"] for r in rows] == ["r000", "r001"]
+    for r in rows:
+        assert r["k"] == 2 and r["tasks"] >= 4 and 0 <= r["pass_k"] <= r["pass_1"] <= 1
+    groups = {r["group_name"] for r in store.read_round("evaluations", "r001")}
+    assert {"all", "domain:retail", "phase:linear"} <= groups
+    metrics = store.records("SELECT metric FROM round_metrics WHERE round = 'r001' AND stage = 'evaluations'")
+    assert {"pass_1", "pass_k", "reward_mean"} <= {m["metric"] for m in metrics}
+    assert plot_heldout(rows, root / "heldout.png").stat().st_size > 1000
