@@ -44,6 +44,7 @@ class SFTRunConfig:
     threads: int | None = None  # torch CPU threads; None leaves torch's default
     dtype: str = "float32"  # how to load the model ("bfloat16" for a real Qwen3 on GPU)
     plain_loss: bool = True  # False: TRL's chunked log-prob kernel (for large vocabularies on GPU)
+    assistant_only_loss: bool = True  # False: also learn to predict the user's and tools' text
     extra: dict[str, Any] = field(default_factory=dict)  # further SFTConfig fields, passed through
 
 
@@ -226,7 +227,7 @@ def train_sft(
         data_seed=config.seed,
         bf16=config.bf16,
         gradient_checkpointing=config.gradient_checkpointing,
-        assistant_only_loss=True,
+        assistant_only_loss=config.assistant_only_loss,
         logging_steps=config.logging_steps,
         save_strategy="no",
         report_to=[],

@@ -2,6 +2,7 @@
 and instance: hard samples carried into the next round, lineage across rounds, idempotent
 re-materialisation, the fail-fast on a missing previous round, checks, metadata, the sensor."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -200,7 +201,10 @@ def test_resources_take_their_settings_from_flywheel_environment_variables(tmp_p
         result = env_defs.resolve_job_def(job).execute_in_process(instance=instance, partition_key=key)
         assert result.success
     store = Warehouse(tmp_path / "env.duckdb")
-    assert len(store.read_round("eval_tasks", "eval")) == 4
+    held_out = store.read_round("eval_tasks", "eval")
+    phases = [json.loads(r["instance"])["phase"] if isinstance(r["instance"], str) else r["instance"]["phase"]
+              for r in held_out]
+    assert phases.count("seed") == 4 and phases.count("branched") == 4 and "adversarial" in phases
     rollouts = store.read_round("rollouts", "r000")
     assert {r["policy"] for r in rollouts} == {"flaky-teacher-0.25", "teacher"}
     instances = store.read_round("task_instances", "r000")

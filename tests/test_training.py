@@ -154,14 +154,11 @@ def test_grpo_replay_trains_on_played_groups(world, base, tmp_path):
     assert completion[-1] == tokenizer.eos_token_id
 
 
-def test_sft_time_budget_ends_the_schedule_inside_the_budget(world, base, tmp_path):
+def test_sft_stops_at_its_time_budget(world, base, tmp_path):
     from flywheel_training.sft import SFTRunConfig, train_sft
 
     instances, teacher = world
     result = train_sft(base, trajectory_rows(teacher[:8], instances), tmp_path / "budget",
                        SFTRunConfig(max_steps=100_000, per_device_train_batch_size=1, logging_steps=1, max_seconds=4))
     assert result.stopped_by_budget and 0 < result.steps < 100_000
-    # The cosine schedule was fitted to the steps that fit, so the rate decayed before the end.
-    from transformers import AutoModelForCausalLM  # noqa: F401  (the checkpoint loads: saved whole)
-
-    load_checkpoint(tmp_path / "budget")
+    load_checkpoint(tmp_path / "budget")  # stopped early, saved whole

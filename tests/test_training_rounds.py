@@ -65,7 +65,7 @@ def test_each_round_is_evaluated_on_the_held_out_set(trained):
     for r in rows:
         assert r["k"] == 2 and r["tasks"] >= 4 and 0 <= r["pass_k"] <= r["pass_1"] <= 1
     groups = {r["group_name"] for r in store.read_round("evaluations", "r001")}
-    assert {"all", "domain:retail", "phase:linear"} <= groups
+    assert {"all", "domain:retail", "phase:linear", "phase:branched", "phase:adversarial"} <= groups
     metrics = store.records("SELECT metric FROM round_metrics WHERE round = 'r001' AND stage = 'evaluations'")
     assert {"pass_1", "pass_k", "reward_mean"} <= {m["metric"] for m in metrics}
     assert plot_heldout(rows, root / "heldout.png").stat().st_size > 1000

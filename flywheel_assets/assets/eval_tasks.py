@@ -1,4 +1,6 @@
-"""The fixed held-out evaluation set: Mock World instances from a seed no round uses."""
+"""The fixed held-out evaluation set: Mock World instances from a seed no round uses, in
+every phase (linear seed tasks, back-translated branches, adversarial users), so the
+evaluation can report each."""
 
 import time
 from collections import Counter
@@ -9,7 +11,7 @@ from flywheel_assets.assets.common import write_stage
 from flywheel_assets.resources import RoundConfigResource, WarehouseResource
 from flywheel_assets.store.rows import eval_task_rows
 from flywheel_assets.store.schema import EVAL_ROUND
-from flywheel_assets.world.synthesis import seed_instances
+from flywheel_assets.world import pipeline
 
 EVAL_GROUP = "held_out"
 
@@ -21,7 +23,14 @@ def eval_tasks(context: AssetExecutionContext, warehouse: WarehouseResource,
     for the same seed, so checkpoints of different rounds are compared on one set."""
     started = time.perf_counter()
     knobs = round_config.checked()
-    batch = seed_instances(knobs.domain_names(), knobs.eval_per_domain, seed=knobs.eval_seed, round_key=EVAL_ROUND)
-    by_domain = Counter(i.domain for i in batch.instances)
-    figures = {"instances": len(batch.instances), **{f"instances_{d}": n for d, n in sorted(by_domain.items())}}
-    return write_stage(context, warehouse, "eval_tasks", EVAL_ROUND, eval_task_rows(batch), figures, started)
+    config = pipeline.RoundConfig(seed=knobs.eval_seed, domains=knobs.domain_names(),
+                                  tasks_per_domain=knobs.eval_per_domain, backtranslated_per_tree=1,
+                                  adversarial_share=0.5)
+    batch = pipeline.seed_tasks(config, EVAL_ROUND)
+    instances = pipeline.task_instances(config, EVAL_ROUND, batch, pipeline.behavior_trees(batch.tasks))
+    by_domain = Counter(i.domain for i in instances)
+    by_phase = Counter(i.phase for i in instances)
+    figures = {"instances": len(instances), **{f"instances_{d}": n for d, n in sorted(by_domain.items())},
+               **{f"phase_{p}": n for p, n in sorted(by_phase.items())}}
+    return write_stage(context, warehouse, "eval_tasks", EVAL_ROUND, eval_task_rows(batch, instances), figures,
+                       started)

@@ -130,8 +130,9 @@ def hard_sample_rows(report: AugmentReport) -> list[Row]:
     return rows
 
 
-def eval_task_rows(batch: SeedBatch) -> list[Row]:
+def eval_task_rows(batch: SeedBatch, instances: Sequence[TaskInstance] | None = None) -> list[Row]:
+    """Rows of the held-out set: ``instances`` (default: the batch's seed instances) with their task."""
     tasks = {t.task_id: t for t in batch.tasks}
     return [{"instance_id": i.instance_id, "task_id": i.task_id, "domain": i.domain, "task_type": i.task_type,
              "persona": i.persona, "instruction": i.instruction, "instance": json_text(i),
-             "task": json_text(tasks[i.task_id])} for i in batch.instances]
+             "task": json_text(tasks[i.task_id])} for i in (batch.instances if instances is None else instances)]
