@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = verbs.add_parser("run", parents=[home], help="materialise flywheel rounds in order into the Dagster instance")
     run.add_argument("--rounds", type=int, required=True, help="materialise rounds r000 … r(N-1)")
     run.add_argument("--from-round", type=int, default=0, help="start at this round (its predecessor must exist)")
-    run.add_argument("--policy", choices=["teacher", "teacher-jit", "random", "do-nothing", "flaky-teacher"])
+    run.add_argument("--policy", choices=["teacher", "teacher-jit", "random", "do-nothing", "flaky-teacher", "openai"])
     run.add_argument("--fail-share", type=float, help="flaky-teacher: share of episodes it fails on purpose")
     run.add_argument("--tasks-per-domain", type=int)
     run.add_argument("--rollouts-per-instance", type=int)

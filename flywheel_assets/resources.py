@@ -18,7 +18,7 @@ from flywheel_assets.world.domains import DOMAINS
 from flywheel_assets.world.rollout import BatchPolicy
 
 STATE_DIR_NAME = ".flywheel"
-POLICY_NAMES = ("embedded", "teacher", "teacher-jit", "random", "do-nothing", "flaky-teacher")
+POLICY_NAMES = ("embedded", "teacher", "teacher-jit", "random", "do-nothing", "flaky-teacher", "openai")
 EMBEDDED = "embedded"
 """The trained policy: round r plays round r-1's checkpoint (r000: the freshly built base)."""
 
@@ -83,8 +83,8 @@ class WarehouseResource(ConfigurableResource):
         return Warehouse(self.resolved_path())
 
 
-def make_policy(name: str, *, seed: int = 0, fail_share: float = 0.5) -> BatchPolicy:
-    """The rollout policy by name (the next issue adds trained checkpoints)."""
+def make_policy(name: str, *, seed: int = 0, fail_share: float = 0.5, endpoint: dict | None = None) -> BatchPolicy:
+    """The rollout policy by name. ``endpoint`` (base_url, model, ...) configures ``openai``."""
     from flywheel_training.policies.baselines import DoNothingPolicy, FlakyTeacher, RandomPolicy
     from flywheel_training.policies.scripted import ScriptedTeacher
 
@@ -98,6 +98,15 @@ def make_policy(name: str, *, seed: int = 0, fail_share: float = 0.5) -> BatchPo
         return DoNothingPolicy()
     if name == "flaky-teacher":
         return FlakyTeacher(fail_share=fail_share, seed=seed)
+    if name == "openai":
+        from flywheel_training.policies.openai_compat import OpenAICompatiblePolicy
+
+        endpoint = dict(endpoint or {})
+        missing = [var for key, var in (("base_url", "FLYWHEEL_POLICY_BASE_URL"), ("model", "FLYWHEEL_POLICY_MODEL"))
+                   if not endpoint.get(key)]
+        if missing:
+            raise ValueError(f"the openai policy needs {' and '.join(missing)} (policy.base_url / policy.model)")
+        return OpenAICompatiblePolicy(endpoint.pop("base_url"), endpoint.pop("model"), seed=seed, **endpoint)
     if name == EMBEDDED:
         raise ValueError("the embedded policy depends on the round: the rollouts stage loads its checkpoint")
     raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(POLICY_NAMES)}")
@@ -110,20 +119,39 @@ class PolicyResource(ConfigurableResource):
     # the run resolves it, so choices are checked when the policy is built.
     name: str = Field(default=EMBEDDED, description="embedded (the trained tiny model: round r plays round r-1's "
                                                     "checkpoint), teacher, teacher-jit, random, do-nothing or "
-                                                    "flaky-teacher (the teacher failing on purpose)")
+                                                    "flaky-teacher (the teacher failing on purpose), or openai "
+                                                    "(a model behind an OpenAI-compatible endpoint: vllm serve, "
+                                                    "hosted APIs)")
     fail_share: float = Field(default=0.5, description="flaky-teacher: share of episodes it fails, 0..1")
-    seed: int = Field(default=0, description="seed of the random and flaky policies")
+    seed: int = Field(default=0, description="seed of the random and flaky policies, and of endpoint sampling")
+    base_url: str = Field(default="", description="openai: the endpoint, e.g. http://127.0.0.1:8000/v1")
+    model: str = Field(default="", description="openai: the served model's name")
+    api_key_env: str = Field(default="OPENAI_API_KEY", description="openai: the environment variable holding the "
+                                                                   "key (the key itself never enters config)")
+    temperature: float = Field(default=0.7, description="openai: sampling temperature")
+    max_tokens: int = Field(default=512, description="openai: tokens per turn")
+    concurrency: int = Field(default=8, description="openai: requests in flight")
+    timeout_s: float = Field(default=120.0, description="openai: seconds per request before a retry")
+    max_retries: int = Field(default=3, description="openai: retries of a failed request")
 
     @classmethod
     def from_env(cls) -> "PolicyResource":
         return cls(name=_env_str("FLYWHEEL_POLICY", EMBEDDED),
                    fail_share=_env_float("FLYWHEEL_FAIL_SHARE", 0.5),
-                   seed=_env_int("FLYWHEEL_POLICY_SEED", 0))
+                   seed=_env_int("FLYWHEEL_POLICY_SEED", 0),
+                   base_url=_env_str("FLYWHEEL_POLICY_BASE_URL", ""),
+                   model=_env_str("FLYWHEEL_POLICY_MODEL", ""),
+                   api_key_env=_env_str("FLYWHEEL_POLICY_API_KEY_ENV", "OPENAI_API_KEY"),
+                   temperature=_env_float("FLYWHEEL_POLICY_TEMPERATURE", 0.7),
+                   max_tokens=_env_int("FLYWHEEL_POLICY_MAX_TOKENS", 512))
 
     def policy(self) -> BatchPolicy:
         if not 0.0 <= self.fail_share <= 1.0:
             raise ValueError(f"policy.fail_share must lie in [0, 1], got {self.fail_share} (FLYWHEEL_FAIL_SHARE)")
-        return make_policy(self.name, seed=self.seed, fail_share=self.fail_share)
+        endpoint = {"base_url": self.base_url, "model": self.model, "api_key_env": self.api_key_env,
+                    "temperature": self.temperature, "max_tokens": self.max_tokens, "concurrency": self.concurrency,
+                    "timeout": self.timeout_s, "max_retries": self.max_retries}
+        return make_policy(self.name, seed=self.seed, fail_share=self.fail_share, endpoint=endpoint)
 
     def teacher(self) -> BatchPolicy | None:
         """The scripted teacher, or None when the policy is already a scripted teacher (its
@@ -146,9 +174,12 @@ class TrainingResource(ConfigurableResource):
     rft_max_steps: int = 300
     grpo_seconds: int = Field(default=60, description="GRPO budget per round, seconds")
     grpo_max_steps: int = 20
-    max_new_tokens: int = Field(default=128, description="tokens the embedded policy may generate per turn")
+    max_new_tokens: int = Field(default=80, description="tokens the embedded policy may generate per turn (the "
+                                                        "teacher's longest message is 72)")
     eval_trials: int = Field(default=2, description="k: trials per held-out task for pass^k")
-    eval_max_turns: int = 20
+    eval_max_turns: int = 12
+    rollout_temperature: float = Field(default=1.0, description="sampling temperature of the round's rollouts "
+                                                                "(evaluation is greedy)")
 
     @classmethod
     def from_env(cls) -> "TrainingResource":
@@ -157,7 +188,8 @@ class TrainingResource(ConfigurableResource):
                    **{name: _env_int(f"FLYWHEEL_{name.upper()}", getattr(defaults, name))
                       for name in ("model_seed", "sft_seconds", "sft_max_steps", "rft_seconds", "rft_max_steps",
                                    "grpo_seconds", "grpo_max_steps", "max_new_tokens", "eval_trials",
-                                   "eval_max_turns")})
+                                   "eval_max_turns")},
+                   rollout_temperature=_env_float("FLYWHEEL_ROLLOUT_TEMPERATURE", defaults.rollout_temperature))
 
     def checkpoints(self) -> Path:
         return Path(self.checkpoint_dir) if self.checkpoint_dir else state_dir() / "checkpoints"
@@ -176,11 +208,15 @@ class TrainingResource(ConfigurableResource):
                                    grpo_seconds=self.grpo_seconds, grpo_max_steps=self.grpo_max_steps,
                                    seed=self.model_seed)
 
-    def load_policy(self, path: Path, name: str) -> BatchPolicy:
+    def load_policy(self, path: Path, name: str, *, sampling: bool = False) -> BatchPolicy:
+        """The checkpoint as a batched policy: greedy for evaluation; with ``sampling`` (the
+        round's rollouts) at ``rollout_temperature``, so the rollouts of one instance differ
+        and GRPO's groups carry a reward difference to learn from."""
         from flywheel_training.policies.local import GenerationSettings, LocalTransformersPolicy
 
-        return LocalTransformersPolicy(path, name=name,
-                                       settings=GenerationSettings(max_new_tokens=self.max_new_tokens))
+        temperature = self.rollout_temperature if sampling else 0.0
+        return LocalTransformersPolicy(path, name=name, settings=GenerationSettings(
+            max_new_tokens=self.max_new_tokens, temperature=temperature, seed=self.model_seed))
 
 
 # (field, environment variable, smallest allowed value) of the round's integer knobs
@@ -204,9 +240,13 @@ class RoundConfigResource(ConfigurableResource):
     adversarial_share: float = Field(default=0.25, description="share of branched instances given an "
                                                                "adversarial user, 0..1")
     rollouts_per_instance: int = 2
-    max_turns: int = 30
+    max_turns: int = Field(default=12, description="turns per episode; the teacher's longest path takes 8")
     augment_per_failure: int = 2
-    eval_per_domain: int = Field(default=10, description="held-out instances per domain")
+    hard_sample_parents: str = Field(default="failures", description="failures (the flywheel) or uniform (the "
+                                                                      "efficacy control: as many parents drawn "
+                                                                      "uniformly, failed or not)")
+    eval_per_domain: int = Field(default=5, description="held-out tasks per domain (each also yields branched "
+                                                        "and adversarial instances)")
     eval_seed: int = Field(default=900_001, description="seed of the held-out set; distinct from round seeds")
     max_rounds: int = Field(default=3, description="the round-advance sensor stops after this many rounds")
 
@@ -214,6 +254,7 @@ class RoundConfigResource(ConfigurableResource):
     def from_env(cls) -> "RoundConfigResource":
         defaults = cls()
         return cls(domains=_env_str("FLYWHEEL_DOMAINS", defaults.domains),
+                   hard_sample_parents=_env_str("FLYWHEEL_HARD_SAMPLE_PARENTS", defaults.hard_sample_parents),
                    adversarial_share=_env_float("FLYWHEEL_ADVERSARIAL_SHARE", defaults.adversarial_share),
                    **{name: _env_int(var, getattr(defaults, name)) for name, var, _ in _ROUND_INTS})
 
@@ -224,6 +265,9 @@ class RoundConfigResource(ConfigurableResource):
         if not 0.0 <= self.adversarial_share <= 1.0:
             problems.append(f"adversarial_share must lie in [0, 1], got {self.adversarial_share} "
                             f"(FLYWHEEL_ADVERSARIAL_SHARE)")
+        if self.hard_sample_parents not in ("failures", "uniform"):
+            problems.append(f"hard_sample_parents must be failures or uniform, got {self.hard_sample_parents!r} "
+                            "(FLYWHEEL_HARD_SAMPLE_PARENTS)")
         if problems:
             raise ValueError("round_config: " + "; ".join(problems))
         return self
@@ -244,4 +288,5 @@ class RoundConfigResource(ConfigurableResource):
                            backtranslated_per_tree=self.backtranslated_per_tree,
                            adversarial_share=self.adversarial_share,
                            rollouts_per_instance=self.rollouts_per_instance, max_turns=self.max_turns,
-                           augment_per_failure=self.augment_per_failure)
+                           augment_per_failure=self.augment_per_failure,
+                           hard_sample_parents=self.hard_sample_parents)

@@ -83,11 +83,12 @@ def run_config(*, warehouse: str | None = None, policy: str | None = None, fail_
 
 
 def failure_message(result: Any) -> str:
-    """The first failed step and its own error (the innermost cause, not Dagster's wrapper)."""
+    """The first failed step and its own error: the asset's exception, not Dagster's wrapper
+    around it (nor the low-level cause the asset already put into words)."""
     for event in result.all_events:
         if event.event_type == DagsterEventType.STEP_FAILURE:
             error = event.step_failure_data.error
-            while error is not None and error.cause is not None:
+            while error is not None and error.cause is not None and (error.cls_name or "").startswith("Dagster"):
                 error = error.cause
             return f"{event.step_key} failed: {error.message.strip() if error else 'no error recorded'}"
     return "the run failed (see the Dagster UI for its log)"

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from flywheel_assets.world.domains import get_domain
@@ -84,6 +85,80 @@ def view_rows(rows: Sequence[dict[str, Any]], tokenizer: Any) -> list[dict[str, 
     for row in rows:
         messages, tools = apply_view(row["messages"], json.loads(row["tools"]), view)
         out.append({**row, "messages": messages, "tools": json.dumps(tools, ensure_ascii=False)})
+    return out
+
+
+_ID_DIGITS = re.compile(r"(?<=[A-Za-z_])\d{3,}")  # the digits of ids and emails: C123456, ali242@, card_4821
+_LAST4 = re.compile(r'last4":\s*"(\d{4})"')  # card numbers, which stand alone in the user's text
+_PHONE = re.compile(r"\b\d{3}-(\d{4})\b")  # the line part of a phone number
+_BIRTH = re.compile(r'date_of_birth":\s*"(\d{4}-\d{2}-\d{2})"')  # a personal fact like an id; no rule reads it
+
+
+def _strings(messages: Sequence[dict[str, Any]]) -> Iterator[str]:
+    for m in messages:
+        if isinstance(m.get("content"), str):
+            yield m["content"]
+        for call in m.get("tool_calls") or []:
+            yield str((call.get("function") or {}).get("arguments") or "")
+
+
+def _map_strings(messages: Sequence[dict[str, Any]], fn: Any) -> list[dict[str, Any]]:
+    out = []
+    for m in messages:
+        m = dict(m)
+        if isinstance(m.get("content"), str):
+            m["content"] = fn(m["content"])
+        if m.get("tool_calls"):
+            m["tool_calls"] = [{**c, "function": {**c["function"], "arguments": fn(c["function"]["arguments"])}}
+                               for c in m["tool_calls"]]
+        out.append(m)
+    return out
+
+
+def randomize_ids(messages: Sequence[dict[str, Any]], rng: random.Random) -> list[dict[str, Any]]:
+    """The same conversation with the digits of every identifier (ids, email numbers, card
+    numbers) replaced consistently by fresh random digits.
+
+    Identifiers are opaque: the teacher's behaviour on the renamed conversation is just as
+    right. It is what teaches a small model to copy ids instead of memorising them: without
+    it the embedded model learned the ids of its few hundred training conversations by
+    heart (training loss near zero) and copied almost none on held-out tasks. Amounts,
+    dates and counts, which rules compare, are left alone.
+    """
+    messages = [dict(m) for m in messages]
+    runs: set[str] = set()
+    births: set[str] = set()
+    for text in _strings(messages):
+        runs.update(_ID_DIGITS.findall(text))
+        runs.update(_LAST4.findall(text))
+        runs.update(_PHONE.findall(text))
+        births.update(_BIRTH.findall(text))
+    if not runs and not births:
+        return messages
+    taken = runs | births
+    mapping: dict[str, str] = {}
+    for value in sorted(runs) + sorted(births):
+        while True:
+            if value in births:
+                new = f"{rng.randint(1950, 2003)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+            else:
+                new = str(rng.randint(1, 9)) + "".join(str(rng.randint(0, 9)) for _ in range(len(value) - 1))
+            if new not in taken:
+                break
+        taken.add(new)
+        mapping[value] = new
+    runs |= births
+    pattern = re.compile(r"(?<![\d.$])(" + "|".join(sorted(map(re.escape, runs), key=len, reverse=True))
+                         + r")(?![\d]|[.,]\d)")
+    return _map_strings(messages, lambda text: pattern.sub(lambda m: mapping[m.group(1)], text))
+
+
+def augment_ids(rows: Sequence[dict[str, Any]], copies: int, *, seed: int = 0) -> list[dict[str, Any]]:
+    """``rows`` plus ``copies`` renamed variants of each (see ``randomize_ids``)."""
+    rng = random.Random(f"augment-ids/{seed}")
+    out = list(rows)
+    for _ in range(copies):
+        out += [{**row, "messages": randomize_ids(row["messages"], rng)} for row in rows]
     return out
 
 

@@ -45,6 +45,7 @@ class SFTRunConfig:
     dtype: str = "float32"  # how to load the model ("bfloat16" for a real Qwen3 on GPU)
     plain_loss: bool = True  # False: TRL's chunked log-prob kernel (for large vocabularies on GPU)
     assistant_only_loss: bool = True  # False: also learn to predict the user's and tools' text
+    id_augment: int = 0  # renamed-id copies of each conversation (data.randomize_ids); no gain measured on the tiny model
     extra: dict[str, Any] = field(default_factory=dict)  # further SFTConfig fields, passed through
 
 
@@ -202,12 +203,14 @@ def train_sft(
     import torch
     from trl import SFTConfig, SFTTrainer
 
-    from flywheel_training.data import to_dataset, view_rows
+    from flywheel_training.data import augment_ids, to_dataset, view_rows
 
     config = config or SFTRunConfig()
     if config.threads:
         torch.set_num_threads(config.threads)
     model, tokenizer = load_for_training(model_path, config.dtype)
+    if not hasattr(rows, "column_names"):
+        rows = augment_ids(list(rows), config.id_augment, seed=config.seed)
     dataset = rows if hasattr(rows, "column_names") else to_dataset(view_rows(rows, tokenizer), seed=config.seed)
     out = Path(output_dir)
     scratch = tempfile.TemporaryDirectory(prefix="flywheel-sft-")  # trainer files stay out of the checkpoint

@@ -58,11 +58,11 @@ class TinyConfig:
     num_hidden_layers: int = 2
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
-    head_dim: int = 32
+    head_dim: int = 64  # wider heads: a larger cap on attention logits under Qwen3's q/k norm
     max_position_embeddings: int = 6144
     rope_theta: float = 10000.0
     digit_group: int = 2  # digits are tokens of this many (see _pre_tokenizer); 0 leaves them to BPE
-    local_window: int = 0  # > 0: the first layer attends only this many tokens back (see build_model)
+    local_window: int = 16  # > 0: the first layer attends only this many tokens back (see _layer_types)
     qk_norm_init: float = 1.0  # initial weight of Qwen3's per-head q/k RMSNorm (see build_model)
     prompt_view: str = "compact"  # see chat.apply_view: short system prompt and tool schemas
     corpus_tasks_per_domain: int = 12
@@ -176,13 +176,14 @@ def build_model(tokenizer: Any, config: TinyConfig = TinyConfig()) -> Any:
     model = Qwen3ForCausalLM(model_config)
     if config.qk_norm_init != 1.0:
         # Qwen3 normalises q and k per head, which caps an attention logit at head_dim ** 0.5
-        # times the norm weights squared. With a 32-wide head that is about 5.7: too flat to
-        # pick one token out of hundreds, which copying a value needs. Starting the weights
-        # higher lets attention be sharp from the first step.
+        # times the norm weights squared: too flat, at init, to pick one token out of
+        # hundreds, which copying a value needs. The global layers start with larger weights
+        # (the local first layer only ever chooses among a few neighbours).
         with torch.no_grad():
-            for layer in model.model.layers:
-                layer.self_attn.q_norm.weight.fill_(config.qk_norm_init)
-                layer.self_attn.k_norm.weight.fill_(config.qk_norm_init)
+            for layer, kind in zip(model.model.layers, model.config.layer_types):
+                if kind == "full_attention":
+                    layer.self_attn.q_norm.weight.fill_(config.qk_norm_init)
+                    layer.self_attn.k_norm.weight.fill_(config.qk_norm_init)
     model.generation_config = GenerationConfig(
         eos_token_id=[tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(END_OF_TEXT)],
         pad_token_id=tokenizer.pad_token_id, do_sample=False)

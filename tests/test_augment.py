@@ -94,3 +94,28 @@ def test_filter_drops_variants_whose_solvers_disagree_on_the_final_world(failed)
     assert not kept and "different final worlds" in reason
     with pytest.raises(ValueError):
         consistency_filter([lenient], [teacher], max_turns=30)
+
+
+def test_the_uniform_control_augments_as_many_parents_drawn_regardless_of_failure():
+    from flywheel_assets.world import pipeline
+
+    config = pipeline.RoundConfig(domains=("retail", "banking"), tasks_per_domain=3, rollouts_per_instance=1,
+                                  augment_per_failure=1)
+    batch = pipeline.seed_tasks(config, "r000")
+    instances = pipeline.task_instances(config, "r000", batch, pipeline.behavior_trees(batch.tasks))
+    policy = FlakyTeacher(fail_share=0.3, seed=1)
+    trajectories = run_rollouts(instances, policy)
+    by_id = {i.instance_id: i for i in instances}
+    scores = [score(by_id[t.instance_id], t) for t in trajectories]
+    failed = {s.instance_id for s in scores if not s.success}
+    assert 0 < len(failed) < len(instances)
+    targeted = pipeline.hard_samples(config, "r000", instances, trajectories, scores, policy.name)
+    control = pipeline.hard_samples(dataclasses.replace(config, hard_sample_parents="uniform"), "r000", instances,
+                                    trajectories, scores, policy.name)
+    targeted_parents = {r["parent_id"] for r in targeted.records}
+    control_parents = {r["parent_id"] for r in control.records}
+    assert targeted_parents == failed
+    assert len(control_parents) == len(failed) and control_parents - failed  # same budget, not aimed at failures
+    with pytest.raises(ValueError, match="hard_sample_parents"):
+        pipeline.hard_samples(dataclasses.replace(config, hard_sample_parents="hardest"), "r000", instances,
+                              trajectories, scores, policy.name)

@@ -218,3 +218,26 @@ def test_resources_take_their_settings_from_flywheel_environment_variables(tmp_p
     assert failure_message(result) == ("seed_tasks failed: ValueError: round_config: tasks_per_domain must be >= 1, "
                                        "got 0 (FLYWHEEL_TASKS_PER_DOMAIN)")
     assert len(store.read_round("task_instances", "r000")) == len(instances)  # the failed run changed nothing
+
+
+def test_a_failed_policy_endpoint_fails_the_round_naming_endpoint_and_round(tmp_path):
+    from flywheel_training.serve import free_port
+
+    store = Warehouse(tmp_path / "w.duckdb")
+    config = small_config(store.path)
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    config["resources"]["policy"]["config"] = {"name": "openai", "base_url": url, "model": "served-model",
+                                               "max_retries": 1, "timeout_s": 2.0}
+    [outcome] = materialize_rounds(DagsterInstance.ephemeral(), ["r000"], config, store, report=lambda _: None,
+                                   train=False)
+    assert not outcome.success
+    assert "rollouts failed" in outcome.error and "round r000" in outcome.error
+    assert url in outcome.error and "served-model" in outcome.error
+    assert store.is_written("task_instances", "r000") and not store.is_written("rollouts", "r000")
+
+
+def test_the_openai_policy_says_which_settings_it_lacks():
+    from flywheel_assets.resources import PolicyResource
+
+    with pytest.raises(ValueError, match="FLYWHEEL_POLICY_BASE_URL and FLYWHEEL_POLICY_MODEL"):
+        PolicyResource(name="openai").policy()

@@ -67,6 +67,34 @@ def test_a_wrong_key_fails_at_once_naming_the_endpoint(served: str, monkeypatch:
     assert served in str(err.value) and "tiny" in str(err.value)
 
 
+def test_a_conversation_over_the_context_ends_its_episode_not_the_batch(served: str, instances,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    """The server answers 400 "maximum context length" for one episode; that episode ends
+    with termination context_length (a gate failure) while the other one plays on."""
+    from flywheel_assets.world.domains import get_domain
+    from flywheel_assets.world.rollout import ContextExhausted, Episode, make_caches
+    from flywheel_assets.world.rubric import score
+    from flywheel_assets.world.users import ProceduralUser
+
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    policy = OpenAICompatiblePolicy(served, "tiny", api_key_env=KEY_ENV, max_tokens=8, max_retries=2, backoff_s=5.0)
+    domain = get_domain("retail")
+    caches = make_caches(instances)
+    episodes = [Episode(inst, domain, caches[inst.instance_id].session(), ProceduralUser(inst, domain), 5)
+                for inst in instances]
+    episodes[0].messages.append({"role": "user", "content": "my order " * 8000})  # far past 6,144 tokens
+    tools = [s.openai_schema() for s in domain.tool_specs]
+    replies = policy.generate([PolicyRequest(e.messages, tools, e.instance) for e in episodes])
+    assert isinstance(replies[0], ContextExhausted) and "context length" in replies[0].detail
+    assert replies[1]["role"] == "assistant"
+    for episode, reply in zip(episodes, replies):
+        episode.step(reply)
+    assert episodes[0].termination == "context_length" and episodes[0].turns == 0
+    assert episodes[1].turns == 1 and episodes[1].termination != "context_length"
+    result = score(instances[0], episodes[0].trajectory(policy.name))
+    assert result.reward == 0 and not result.success
+
+
 # --- against scripted loopback servers -----------------------------------------------------
 
 Reply = tuple[int, Any]  # (status, JSON-able body, or bytes sent as they are)

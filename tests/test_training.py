@@ -162,3 +162,34 @@ def test_sft_stops_at_its_time_budget(world, base, tmp_path):
                        SFTRunConfig(max_steps=100_000, per_device_train_batch_size=1, logging_steps=1, max_seconds=4))
     assert result.stopped_by_budget and 0 < result.steps < 100_000
     load_checkpoint(tmp_path / "budget")  # stopped early, saved whole
+
+
+def test_randomized_ids_keep_every_conversation_consistent(world):
+    import random
+    import re
+
+    from flywheel_training.data import augment_ids, randomize_ids
+
+    instances, teacher = world
+    rng = random.Random(0)
+    for t in teacher:
+        new = randomize_ids(t.messages, rng)
+        assert [m["role"] for m in new] == [m["role"] for m in t.messages]
+        changed = False
+        for i, (a, b) in enumerate(zip(t.messages, new)):
+            for ca, cb in zip(a.get("tool_calls") or [], b.get("tool_calls") or []):
+                assert ca["function"]["name"] == cb["function"]["name"]
+                old_args, new_args = json.loads(ca["function"]["arguments"]), json.loads(cb["function"]["arguments"])
+                assert old_args.keys() == new_args.keys()
+                earlier_old = " ".join(m.get("content") or "" for m in t.messages[:i])
+                earlier_new = " ".join(m.get("content") or "" for m in new[:i])
+                for key in old_args:
+                    # A value the teacher copied from the conversation is still there to copy.
+                    assert (str(old_args[key]) in earlier_old) == (str(new_args[key]) in earlier_new)
+                    changed |= old_args[key] != new_args[key]
+        amounts = lambda ms: re.findall(r"\d+\.\d\d", " ".join(m.get("content") or "" for m in ms))  # noqa: E731
+        assert amounts(new) == amounts(t.messages)  # amounts are compared by rules: never renamed
+        if any(m.get("tool_calls") for m in t.messages):
+            assert changed
+    rows = trajectory_rows(teacher[:3], instances)
+    assert len(augment_ids(rows, 2)) == 9

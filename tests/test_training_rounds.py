@@ -69,3 +69,17 @@ def test_each_round_is_evaluated_on_the_held_out_set(trained):
     metrics = store.records("SELECT metric FROM round_metrics WHERE round = 'r001' AND stage = 'evaluations'")
     assert {"pass_1", "pass_k", "reward_mean"} <= {m["metric"] for m in metrics}
     assert plot_heldout(rows, root / "heldout.png").stat().st_size > 1000
+
+
+def test_round_rollouts_sample_so_grpo_groups_differ_while_evaluation_is_greedy(trained, tmp_path):
+    from flywheel_assets.store.rows import trajectories_from_rows
+
+    _, store = trained
+    groups: dict[str, set[str]] = {}
+    for t in trajectories_from_rows(r for r in store.read_round("rollouts", "r001") if r["role"] == "policy"):
+        groups.setdefault(t.instance_id, set()).add(str(t.messages))
+    assert any(len(texts) > 1 for texts in groups.values())  # greedy decoding would make every pair identical
+    training = TrainingResource(checkpoint_dir=str(tmp_path))
+    path = Path(store.read_round("policy_checkpoints", "r000")[0]["path"])
+    assert training.load_policy(path, "eval").settings.temperature == 0.0
+    assert training.load_policy(path, "rollouts", sampling=True).settings.temperature == training.rollout_temperature > 0

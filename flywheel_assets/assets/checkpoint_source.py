@@ -38,4 +38,4 @@ def round_policy(store: Warehouse, round_key: str, policy: PolicyResource, train
     if not policy.trains:
         return policy.policy()
     path, checkpoint_id = checkpoint_for_round(store, round_key, training)
-    return training.load_policy(path, f"embedded:{(checkpoint_id or 'base')[:12]}")
+    return training.load_policy(path, f"embedded:{(checkpoint_id or 'base')[:12]}", sampling=True)

@@ -5,10 +5,11 @@ int/float metadata, so the UI plots them by partition)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue
+from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue
 
 from flywheel_assets.resources import WarehouseResource
 
@@ -61,3 +62,15 @@ def progress_logger(context: AssetExecutionContext, what: str, every_s: float = 
 def summary_figures(summary: Mapping[str, Any], keys: Sequence[str], prefix: str = "") -> dict[str, int | float]:
     """The numeric figures of ``metrics.batch_summary`` to record, ``prefix``ed."""
     return {prefix + k: (round_to(summary[k]) if isinstance(summary[k], float) else int(summary[k])) for k in keys}
+
+
+@contextmanager
+def endpoint_failures_name(round_key: str) -> Iterator[None]:
+    """An endpoint that failed for good fails the step with a message naming the round as
+    well as the endpoint; nothing of the round has been written yet."""
+    from flywheel_training.policies.openai_compat import EndpointError
+
+    try:
+        yield
+    except EndpointError as exc:
+        raise Failure(description=f"round {round_key}: {exc}; nothing of round {round_key} was written") from exc

@@ -5,7 +5,8 @@ import time
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from flywheel_assets.assets.common import ROUND_GROUP, progress_logger, summary_figures, write_stage
+from flywheel_assets.assets.common import (ROUND_GROUP, endpoint_failures_name, progress_logger, summary_figures,
+                                           write_stage)
 from flywheel_assets.partitions import rounds_partitions
 from flywheel_assets.assets.checkpoint_source import round_policy
 from flywheel_assets.resources import PolicyResource, RoundConfigResource, TrainingResource, WarehouseResource
@@ -26,8 +27,9 @@ def rollouts(context: AssetExecutionContext, warehouse: WarehouseResource, polic
     agent, teacher = round_policy(store, round_key, policy, training), policy.teacher()
     context.log.info(f"{round_key}: {len(instances)} instances × {config.rollouts_per_instance} rollouts "
                      f"by {agent.name}" + (f", plus one each by {teacher.name}" if teacher else ""))
-    trajectories = pipeline.rollouts(config, instances, agent, teacher,
-                                     progress=progress_logger(context, f"{agent.name} episodes finished"))
+    with endpoint_failures_name(round_key):
+        trajectories = pipeline.rollouts(config, instances, agent, teacher,
+                                         progress=progress_logger(context, f"{agent.name} episodes finished"))
     summary = batch_summary(trajectories, [])
     figures = {"episodes": len(trajectories),
                **summary_figures(summary, ["tool_calls", "cache_hit_rate", "tool_errors", "turns"])}

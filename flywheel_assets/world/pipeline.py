@@ -32,8 +32,11 @@ class RoundConfig:
     backtranslated_per_tree: int = 2
     adversarial_share: float = 0.25
     rollouts_per_instance: int = 2
-    max_turns: int = 30
+    max_turns: int = 12  # the teacher's longest path takes 8
     augment_per_failure: int = 2
+    # "failures": augment the instances the policy failed (the flywheel). "uniform": augment
+    # as many instances drawn uniformly from the round, failed or not (the efficacy control).
+    hard_sample_parents: str = "failures"
 
 
 def seed_tasks(config: RoundConfig, round_key: str) -> SeedBatch:
@@ -104,13 +107,25 @@ def default_solvers() -> list[BatchPolicy]:
 def hard_samples(config: RoundConfig, round_key: str, instances: Sequence[TaskInstance],
                  trajectories: Sequence[Trajectory], scores: Sequence[Score],
                  policy_name: str, solvers: Sequence[BatchPolicy] | None = None) -> AugmentReport:
-    """Harder, verified variants of the instances the policy failed."""
+    """Harder, verified variants of the instances the policy failed (or, for the efficacy
+    control, of as many instances drawn uniformly: see ``RoundConfig.hard_sample_parents``)."""
     by_id = {i.instance_id: i for i in instances}
     policy_of = {t.trajectory_id: t.policy for t in trajectories}
     failed: dict[str, tuple[TaskInstance, Score]] = {}
+    first_score: dict[str, Score] = {}
     for s in scores:
-        if policy_of[s.trajectory_id] == policy_name and not s.success and s.instance_id not in failed:
+        if policy_of[s.trajectory_id] != policy_name:
+            continue
+        first_score.setdefault(s.instance_id, s)
+        if not s.success and s.instance_id not in failed:
             failed[s.instance_id] = (by_id[s.instance_id], s)
-    return augment_failures(list(failed.values()), round_key=round_key, seed=config.seed,
+    parents = list(failed.values())
+    if config.hard_sample_parents == "uniform":
+        drawn = random.Random(f"{config.seed}/{round_key}/uniform-parents").sample(
+            sorted(first_score), min(len(parents), len(first_score)))
+        parents = [(by_id[i], failed[i][1] if i in failed else first_score[i]) for i in drawn]
+    elif config.hard_sample_parents != "failures":
+        raise ValueError(f"hard_sample_parents must be 'failures' or 'uniform', got {config.hard_sample_parents!r}")
+    return augment_failures(parents, round_key=round_key, seed=config.seed,
                             solvers=solvers or default_solvers(), per_failure=config.augment_per_failure,
                             max_turns=config.max_turns)

@@ -41,6 +41,18 @@ class BatchPolicy(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ContextExhausted:
+    """What a policy returns for a conversation that no longer fits its context window.
+
+    The episode ends there (termination ``context_length``, which fails the rubric's
+    termination gate) instead of the endpoint's refusal failing the whole batch: an
+    over-long episode is the agent's outcome, not the endpoint's fault.
+    """
+
+    detail: str = ""
+
+
 @dataclass
 class ParsedCall:
     call_id: str
@@ -133,6 +145,9 @@ class Episode:
 
     def step(self, raw: Any) -> None:
         """Apply one assistant message: run its tool calls, or let the user answer it."""
+        if isinstance(raw, ContextExhausted):
+            self.termination = "context_length"
+            return
         self.turns += 1
         message, calls = normalize_assistant(raw, self.turns)
         self.messages.append(message)

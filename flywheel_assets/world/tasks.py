@@ -193,7 +193,7 @@ class TaskInstance(_JsonData):
     _nested_lists = {"expected_path": PathStep}
 
 
-Termination = Literal["user_stop", "transfer", "max_turns", "agent_stop", "policy_error"]
+Termination = Literal["user_stop", "transfer", "max_turns", "context_length"]
 
 
 @dataclass

@@ -6,8 +6,9 @@ request; the reply becomes an OpenAI assistant message with JSON-string argument
 the model says, however malformed, is returned for the environment to judge. Only the
 endpoint failing is an error: timeouts, connection errors, 5xx, 429 and unreadable responses
 are retried with exponential backoff a bounded number of times, then a RuntimeError names
-the endpoint and model. Client errors (4xx: bad key, unknown model, a prompt too long) are
-not retried, since repeating them cannot help.
+the endpoint and model. Client errors (4xx: bad key, unknown model) are not retried, since
+repeating them cannot help. A 400 saying the conversation exceeds the model's context is not
+an endpoint failure: that episode ends with ``ContextExhausted`` and the others go on.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import json
 import logging
 import os
 import random
+import re
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from flywheel_assets.world.rollout import PolicyRequest
+from flywheel_assets.world.rollout import ContextExhausted, PolicyRequest
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,20 @@ class EndpointError(RuntimeError):
     """The endpoint failed for good (after retries, or with a client error)."""
 
 
+# How servers word a prompt over the context window: OpenAI's error code, vLLM's and
+# llama.cpp's messages, and this project's own server.
+_CONTEXT_OVERFLOW = re.compile(r"context_length_exceeded|maximum context length|maximum model length|"
+                               r"exceeds the context|context window|prompt is too long|too many tokens", re.I)
+
+
+def is_context_overflow(exc: Exception) -> bool:
+    """Whether an HTTP 400 says the conversation is longer than the model's context."""
+    body = getattr(exc, "body", None)
+    code = body.get("code") if isinstance(body, dict) else None
+    return getattr(exc, "status_code", None) == 400 and bool(
+        code == "context_length_exceeded" or _CONTEXT_OVERFLOW.search(str(exc)))
+
+
 class OpenAICompatiblePolicy:
     def __init__(
         self,
@@ -139,7 +155,7 @@ class OpenAICompatiblePolicy:
     def endpoint(self) -> str:
         return f"{self.base_url} (model {self.model})"
 
-    def generate(self, requests: Sequence[PolicyRequest]) -> list[dict[str, Any]]:
+    def generate(self, requests: Sequence[PolicyRequest]) -> list[dict[str, Any] | ContextExhausted]:
         if not requests:
             return []
         pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests)), thread_name_prefix="openai-policy")
@@ -152,8 +168,9 @@ class OpenAICompatiblePolicy:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def complete(self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None,
-                 seed: int | None = None) -> dict[str, Any]:
-        """One chat completion with retries; the assistant message, or EndpointError."""
+                 seed: int | None = None) -> dict[str, Any] | ContextExhausted:
+        """One chat completion with retries: the assistant message, ``ContextExhausted`` when
+        the conversation no longer fits the model, or EndpointError."""
         import openai
 
         params: dict[str, Any] = {"model": self.model, "messages": chat_messages(messages),
@@ -174,6 +191,9 @@ class OpenAICompatiblePolicy:
                     raise _Garbage(f"a response without choices: {str(response)[:200]!r}")
                 return assistant_message(choices[0].message)
             except openai.APIStatusError as exc:
+                if is_context_overflow(exc):
+                    log.info("endpoint %s: conversation over the context window; the episode ends", self.endpoint)
+                    return ContextExhausted(_short(exc))
                 if exc.status_code < 500 and exc.status_code not in (408, 409, 429):
                     raise EndpointError(f"endpoint {self.endpoint} refused the request with HTTP {exc.status_code}: "
                                         f"{_short(exc)}") from exc
