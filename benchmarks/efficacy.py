@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from flywheel_assets.heldout_report import heldout_rows
+from flywheel_assets.resources import TrainingResource
 from flywheel_assets.runner import run_rounds
 from flywheel_assets.store import Warehouse
 
@@ -32,9 +33,11 @@ ARMS = {"flywheel": "failures", "control": "uniform"}
 STEP_BUDGET = {"sft_seconds": 10**6, "rft_seconds": 10**6, "grpo_seconds": 10**6}
 
 
-def run_arm(home: Path, rounds: int, parents: str, knobs: dict[str, Any]) -> tuple[list[dict[str, Any]], float]:
+def run_arm(home: Path, rounds: int, parents: str, knobs: dict[str, Any], base: Path
+            ) -> tuple[list[dict[str, Any]], float]:
     shutil.rmtree(home, ignore_errors=True)
-    home.mkdir(parents=True)
+    # both arms start from the same base: built once, copied where each home looks for it
+    shutil.copytree(base, home / ".flywheel" / "checkpoints" / base.name)
     started = time.perf_counter()
     outcomes = run_rounds(home, rounds, report=lambda line: print(f"  [{parents}] {line}", flush=True),
                           hard_sample_parents=parents, training=STEP_BUDGET, log_level="WARNING", **knobs)
@@ -55,9 +58,11 @@ def main() -> None:
     knobs = {k: v for k, v in (("tasks_per_domain", args.tasks_per_domain), ("max_turns", args.max_turns)) if v}
     curves: dict[str, list[dict[str, Any]]] = {}
     seconds: dict[str, float] = {}
+    print("building the embedded base once for both arms", flush=True)
+    base = TrainingResource(checkpoint_dir=str(out / "shared")).base(log=lambda line: print(f"  {line}", flush=True))
     for arm, parents in ARMS.items():
         print(f"{arm} arm (hard_sample_parents={parents})", flush=True)
-        curves[arm], seconds[arm] = run_arm(out / arm, args.rounds, parents, knobs)
+        curves[arm], seconds[arm] = run_arm(out / arm, args.rounds, parents, knobs, base)
     k = curves["flywheel"][0]["k"]
     print(f"\nheld-out pass^1 / pass^{k} / mean reward per round "
           f"({curves['flywheel'][0]['tasks']} tasks × {k} trials)")

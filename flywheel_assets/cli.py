@@ -105,16 +105,20 @@ def _print_heldout(home: Path) -> None:
     from flywheel_assets.heldout_report import heldout_rows, plot_heldout
     from flywheel_assets.resources import state_dir
 
-    rows = heldout_rows(_warehouse(argparse.Namespace(home=str(home))))
+    store = _warehouse(argparse.Namespace(home=str(home)))
+    rows = heldout_rows(store)
     if not rows:
         return
-    table = Table(title="held-out Mock World evaluation, per round")
-    for column in ("round", "checkpoint", "tasks", "pass^1", f"pass^{rows[0]['k']}", "mean reward"):
+    phases = ("linear", "branched", "adversarial")
+    by_phase = {p: {r["round"]: r for r in heldout_rows(store, f"phase:{p}")} for p in phases}
+    table = Table(title="held-out Mock World evaluation, per round (phase columns: pass^1)")
+    for column in ("round", "checkpoint", "tasks", "pass^1", f"pass^{rows[0]['k']}", "mean reward", *phases):
         table.add_column(column, justify="right")
     for r in rows:
+        cells = [f"{by_phase[p][r['round']]['pass_1']:.3f}" if r["round"] in by_phase[p] else "" for p in phases]
         table.add_row(r["round"], r["kind"], str(r["tasks"]), f"{r['pass_1']:.3f}", f"{r['pass_k']:.3f}",
-                      f"{r['reward_mean']:.3f}")
-    Console(width=100).print(table)
+                      f"{r['reward_mean']:.3f}", *cells)
+    Console(width=120).print(table)
     _say(f"plot: {plot_heldout(rows, state_dir(home) / 'heldout.png')}")
 
 

@@ -8,12 +8,16 @@ from typing import Any
 from flywheel_assets.store import Warehouse
 
 
-def heldout_rows(store: Warehouse) -> list[dict[str, Any]]:
-    """One row per evaluated round: held-out pass^1, pass^k (k = trials) and mean reward."""
+def heldout_rows(store: Warehouse, group: str = "all") -> list[dict[str, Any]]:
+    """Held-out pass^1, pass^k (k = trials) and mean reward of ``group`` ('all', 'phase:linear',
+    'domain:retail', …): the base before any task training first (round 'base', when r000 evaluated it), then
+    one row per evaluated round."""
     return store.records(
-        "SELECT e.round, c.kind, e.trials AS k, e.tasks, e.pass_1, e.pass_k, e.reward_mean "
-        "FROM evaluations AS e JOIN policy_checkpoints AS c USING (round, checkpoint_id) "
-        "WHERE e.group_name = 'all' ORDER BY e.round")
+        "SELECT CASE WHEN e.subject = 'base' THEN 'base' ELSE e.round END AS round, "
+        "coalesce(c.kind, 'base') AS kind, e.trials AS k, e.tasks, e.pass_1, e.pass_k, e.reward_mean "
+        "FROM evaluations AS e LEFT JOIN policy_checkpoints AS c "
+        "ON c.round = e.round AND c.checkpoint_id = e.checkpoint_id AND e.subject IS DISTINCT FROM 'base' "
+        "WHERE e.group_name = $group ORDER BY e.subject = 'base' DESC, e.round", {"group": group})
 
 
 def plot_heldout(rows: list[dict[str, Any]], path: Path) -> Path:
@@ -28,7 +32,7 @@ def plot_heldout(rows: list[dict[str, Any]], path: Path) -> Path:
     for key, label in (("pass_1", "pass^1"), ("pass_k", f"pass^{k}"), ("reward_mean", "mean reward")):
         ax.plot(rounds, [r[key] for r in rows], marker="o", label=label)
     ax.set_ylim(0, 1)
-    ax.set_xlabel("round (checkpoint trained in it)")
+    ax.set_xlabel("checkpoint (base: before any task training; rNNN: trained in that round)")
     ax.set_title("held-out Mock World evaluation")
     ax.grid(alpha=0.3)
     ax.legend()

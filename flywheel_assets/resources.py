@@ -8,6 +8,7 @@ supports them, so the UI shows where a value came from — and run config overri
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from dagster import ConfigurableResource, EnvVar
@@ -168,6 +169,9 @@ class TrainingResource(ConfigurableResource):
 
     checkpoint_dir: str = Field(default="", description="model folders; default <FLYWHEEL_HOME>/.flywheel/checkpoints")
     model_seed: int = 0
+    base_induction_steps: int = Field(default=400, description="the base's synthetic pretraining: induction steps "
+                                                               "(flywheel_training/pretrain.py)")
+    base_recall_steps: int = Field(default=800, description="the base's synthetic pretraining: recall steps")
     sft_seconds: int = Field(default=240, description="round-0 cold-start SFT budget, seconds")
     sft_max_steps: int = 1200
     rft_seconds: int = Field(default=90, description="rejection-sampled fine-tuning budget per round, seconds")
@@ -176,29 +180,41 @@ class TrainingResource(ConfigurableResource):
     grpo_max_steps: int = 20
     max_new_tokens: int = Field(default=80, description="tokens the embedded policy may generate per turn (the "
                                                         "teacher's longest message is 72)")
-    eval_trials: int = Field(default=2, description="k: trials per held-out task for pass^k")
+    eval_trials: int = Field(default=4, description="k: trials per held-out task for pass^k")
     eval_max_turns: int = 12
-    rollout_temperature: float = Field(default=1.0, description="sampling temperature of the round's rollouts "
-                                                                "(evaluation is greedy)")
+    eval_temperature: float = Field(default=0.5, description="sampling temperature of the held-out trials (the "
+                                                             "mock user is deterministic: greedy trials would all "
+                                                             "be the same episode, and pass^k would equal pass^1)")
+    rollout_temperature: float = Field(default=1.0, description="sampling temperature of the round's rollouts")
 
     @classmethod
     def from_env(cls) -> "TrainingResource":
         defaults = cls()
         return cls(checkpoint_dir=_env_str("FLYWHEEL_CHECKPOINTS", ""),
                    **{name: _env_int(f"FLYWHEEL_{name.upper()}", getattr(defaults, name))
-                      for name in ("model_seed", "sft_seconds", "sft_max_steps", "rft_seconds", "rft_max_steps",
+                      for name in ("model_seed", "base_induction_steps", "base_recall_steps", "sft_seconds", "sft_max_steps", "rft_seconds", "rft_max_steps",
                                    "grpo_seconds", "grpo_max_steps", "max_new_tokens", "eval_trials",
                                    "eval_max_turns")},
-                   rollout_temperature=_env_float("FLYWHEEL_ROLLOUT_TEMPERATURE", defaults.rollout_temperature))
+                   rollout_temperature=_env_float("FLYWHEEL_ROLLOUT_TEMPERATURE", defaults.rollout_temperature),
+                   eval_temperature=_env_float("FLYWHEEL_EVAL_TEMPERATURE", defaults.eval_temperature))
 
     def checkpoints(self) -> Path:
         return Path(self.checkpoint_dir) if self.checkpoint_dir else state_dir() / "checkpoints"
 
-    def base(self) -> Path:
-        """The embedded base checkpoint, built deterministically on first use."""
-        from flywheel_training.rounds import ensure_base
+    def base_config(self):
+        from flywheel_training.tiny import TinyConfig
 
-        return ensure_base(self.checkpoints() / "base", seed=self.model_seed)
+        return TinyConfig(seed=self.model_seed, induction_steps=self.base_induction_steps,
+                          recall_steps=self.base_recall_steps)
+
+    def base(self, log: Callable[[str], None] | None = None) -> Path:
+        """The embedded base checkpoint, built deterministically on first use, in a folder
+        named after its config (a changed config builds a new base beside the old one)."""
+        from flywheel_training.rounds import ensure_base
+        from flywheel_training.tiny import config_digest
+
+        config = self.base_config()
+        return ensure_base(self.checkpoints() / f"base-{config_digest(config)}", config, log=log)
 
     def round_config(self):
         from flywheel_training.rounds import RoundTrainingConfig
@@ -208,13 +224,15 @@ class TrainingResource(ConfigurableResource):
                                    grpo_seconds=self.grpo_seconds, grpo_max_steps=self.grpo_max_steps,
                                    seed=self.model_seed)
 
-    def load_policy(self, path: Path, name: str, *, sampling: bool = False) -> BatchPolicy:
-        """The checkpoint as a batched policy: greedy for evaluation; with ``sampling`` (the
-        round's rollouts) at ``rollout_temperature``, so the rollouts of one instance differ
-        and GRPO's groups carry a reward difference to learn from."""
+    def load_policy(self, path: Path, name: str, *, temperature: float = 0.0) -> BatchPolicy:
+        """The checkpoint as a batched policy, greedy at ``temperature`` 0. The round's
+        rollouts sample (``rollout_temperature``) so the rollouts of one instance differ and
+        GRPO's groups carry a reward difference to learn from; the held-out trials sample
+        (``eval_temperature``) so pass^k measures how reliably a task is solved."""
         from flywheel_training.policies.local import GenerationSettings, LocalTransformersPolicy
 
-        temperature = self.rollout_temperature if sampling else 0.0
+        if temperature < 0:
+            raise ValueError(f"sampling temperature must be >= 0, got {temperature}")
         return LocalTransformersPolicy(path, name=name, settings=GenerationSettings(
             max_new_tokens=self.max_new_tokens, temperature=temperature, seed=self.model_seed))
 
@@ -223,7 +241,7 @@ class TrainingResource(ConfigurableResource):
 _ROUND_INTS = (("seed", "FLYWHEEL_SEED", None), ("tasks_per_domain", "FLYWHEEL_TASKS_PER_DOMAIN", 1),
                ("backtranslated_per_tree", "FLYWHEEL_BACKTRANSLATED_PER_TREE", 0),
                ("rollouts_per_instance", "FLYWHEEL_ROLLOUTS_PER_INSTANCE", 1), ("max_turns", "FLYWHEEL_MAX_TURNS", 1),
-               ("augment_per_failure", "FLYWHEEL_AUGMENT_PER_FAILURE", 0),
+               ("augment_per_failure", "FLYWHEEL_AUGMENT_PER_FAILURE", 0), ("max_carried", "FLYWHEEL_MAX_CARRIED", 0),
                ("eval_per_domain", "FLYWHEEL_EVAL_PER_DOMAIN", 1), ("eval_seed", "FLYWHEEL_EVAL_SEED", None),
                ("max_rounds", "FLYWHEEL_MAX_ROUNDS", 1))
 
@@ -242,6 +260,9 @@ class RoundConfigResource(ConfigurableResource):
     rollouts_per_instance: int = 2
     max_turns: int = Field(default=12, description="turns per episode; the teacher's longest path takes 8")
     augment_per_failure: int = 2
+    max_carried: int = Field(default=160, description="at most this many of the previous round's kept hard samples "
+                                                      "enter the round, spread over the failures they came from "
+                                                      "(0: all)")
     hard_sample_parents: str = Field(default="failures", description="failures (the flywheel) or uniform (the "
                                                                       "efficacy control: as many parents drawn "
                                                                       "uniformly, failed or not)")
@@ -288,5 +309,5 @@ class RoundConfigResource(ConfigurableResource):
                            backtranslated_per_tree=self.backtranslated_per_tree,
                            adversarial_share=self.adversarial_share,
                            rollouts_per_instance=self.rollouts_per_instance, max_turns=self.max_turns,
-                           augment_per_failure=self.augment_per_failure,
+                           augment_per_failure=self.augment_per_failure, max_carried=self.max_carried,
                            hard_sample_parents=self.hard_sample_parents)

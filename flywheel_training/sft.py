@@ -45,7 +45,7 @@ class SFTRunConfig:
     dtype: str = "float32"  # how to load the model ("bfloat16" for a real Qwen3 on GPU)
     plain_loss: bool = True  # False: TRL's chunked log-prob kernel (for large vocabularies on GPU)
     assistant_only_loss: bool = True  # False: also learn to predict the user's and tools' text
-    id_augment: int = 0  # renamed-id copies of each conversation (data.randomize_ids); no gain measured on the tiny model
+    id_augment: int = 0  # renamed-id copies of each conversation (data.randomize_ids): ids must be copied, not recalled
     extra: dict[str, Any] = field(default_factory=dict)  # further SFTConfig fields, passed through
 
 
@@ -246,6 +246,10 @@ def train_sft(
     trainer = trainer_class(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          callbacks=[budget, _progress_callback(progress)])
     trainer.plan = plan
+    if progress:  # logs go to the caller (the Dagster log), not printed a second time on stdout
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     train_tokens = int(sum(len(ids) for ids in trainer.train_dataset["input_ids"]))
     started = time.perf_counter()
     output = trainer.train()

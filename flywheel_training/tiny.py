@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,8 @@ class TinyConfig:
     local_window: int = 16  # > 0: the first layer attends only this many tokens back (see _layer_types)
     qk_norm_init: float = 1.0  # initial weight of Qwen3's per-head q/k RMSNorm (see build_model)
     prompt_view: str = "compact"  # see chat.apply_view: short system prompt and tool schemas
+    induction_steps: int = 400  # synthetic pretraining (see pretrain.py): the heads that copy values
+    recall_steps: int = 800
     corpus_tasks_per_domain: int = 12
     corpus_seed: int = 424_242  # distinct from round and held-out seeds: the tokenizer sees no eval task
     domains: tuple[str, ...] = field(default_factory=tuple)  # empty: every domain pack
@@ -202,12 +204,23 @@ def _layer_types(config: TinyConfig) -> dict[str, Any]:
             "max_window_layers": config.num_hidden_layers}
 
 
-def build_tiny(out_dir: str | os.PathLike[str], config: TinyConfig = TinyConfig()) -> Path:
-    """Build the embedded base checkpoint into ``out_dir`` and return its path."""
+def build_tiny(out_dir: str | os.PathLike[str], config: TinyConfig = TinyConfig(),
+               log: Callable[[str], None] | None = None) -> Path:
+    """Build the embedded base checkpoint into ``out_dir`` and return its path: the
+    tokenizer, the random-init model, then its synthetic pretraining (``pretrain.py``)."""
+    import json
+
+    from flywheel_training.pretrain import PretrainConfig, pretrain
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(config)
     model = build_model(tokenizer, config)
+    if config.induction_steps or config.recall_steps:
+        figures = pretrain(model, tokenizer, PretrainConfig(induction_steps=config.induction_steps,
+                                                            recall_steps=config.recall_steps, seed=config.seed),
+                           log=log)
+        (out / "pretraining.json").write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     (out / "tiny_config.json").write_text(_config_json(config))
@@ -220,6 +233,13 @@ def _config_json(config: TinyConfig) -> str:
     return json.dumps(asdict(config), indent=2, sort_keys=True) + "\n"
 
 
+def config_digest(config: TinyConfig) -> str:
+    """12 hex digits that change whenever any field of ``config`` does."""
+    import hashlib
+
+    return hashlib.sha256(_config_json(config).encode()).hexdigest()[:12]
+
+
 def main() -> None:
     import argparse
 
@@ -227,7 +247,7 @@ def main() -> None:
     parser.add_argument("out_dir")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    print(build_tiny(args.out_dir, TinyConfig(seed=args.seed)))
+    print(build_tiny(args.out_dir, TinyConfig(seed=args.seed), log=print))
 
 
 if __name__ == "__main__":

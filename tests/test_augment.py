@@ -119,3 +119,25 @@ def test_the_uniform_control_augments_as_many_parents_drawn_regardless_of_failur
     with pytest.raises(ValueError, match="hard_sample_parents"):
         pipeline.hard_samples(dataclasses.replace(config, hard_sample_parents="hardest"), "r000", instances,
                               trajectories, scores, policy.name)
+
+
+def test_carrying_is_capped_one_variant_per_failure_before_a_second_of_any(failed):
+    from flywheel_assets.world import pipeline
+
+    report = augment_failures(failed, round_key="r000", seed=0, solvers=default_solvers(), per_failure=2, max_turns=30)
+    kept = list(report.variants)
+    parents = {v.parent_ids[0] for v in kept}
+    assert len(kept) > len(parents) > 4  # several variants per failure to choose among
+    limit = len(parents) - 2
+    chosen = pipeline.select_carried(kept, limit, random.Random(0))
+    assert len(chosen) == limit and len({v.parent_ids[0] for v in chosen}) == limit
+    assert [v.instance_id for v in chosen] == [v.instance_id for v in kept if v in chosen]  # the table's order
+    assert pipeline.select_carried(kept, limit, random.Random(0)) == chosen  # seeded
+    wider = pipeline.select_carried(kept, len(parents) + 1, random.Random(0))
+    assert {v.parent_ids[0] for v in wider} == parents and len(wider) == len(parents) + 1
+    assert pipeline.select_carried(kept, 0, random.Random(0)) == kept  # 0: no cap
+
+    config = pipeline.RoundConfig(domains=("retail",), tasks_per_domain=1, max_carried=3)
+    batch = pipeline.seed_tasks(config, "r001")
+    instances = pipeline.task_instances(config, "r001", batch, pipeline.behavior_trees(batch.tasks), kept)
+    assert sum(1 for i in instances if i.meta.get("carried_from")) == 3

@@ -10,7 +10,7 @@ from flywheel_assets.world.synthesis import seed_instances
 from flywheel_training.policies.local import GenerationSettings, LocalTransformersPolicy
 from flywheel_training.tiny import TinyConfig, build_tiny
 
-SMALL = TinyConfig(vocab_size=768, corpus_tasks_per_domain=1, hidden_size=64, intermediate_size=128,
+SMALL = TinyConfig(induction_steps=4, recall_steps=4, vocab_size=768, corpus_tasks_per_domain=1, hidden_size=64, intermediate_size=128,
                    num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024)
 
 

@@ -34,7 +34,8 @@ def instances():
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The tiny model behind the local server, which demands the key held in KEY_ENV."""
-    model = build_tiny(tmp_path_factory.mktemp("tiny"), TinyConfig(domains=("retail",), corpus_tasks_per_domain=2))
+    model = build_tiny(tmp_path_factory.mktemp("tiny"), TinyConfig(domains=("retail",), corpus_tasks_per_domain=2,
+                                                                     induction_steps=4, recall_steps=4))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(KEY_ENV, SECRET)  # the child inherits it
         with serve_in_subprocess(model, served_name="tiny", api_key_env=KEY_ENV) as url:

@@ -15,7 +15,7 @@ import pytest
 from flywheel_training.serve import Completion, Engine, RequestError, completion_response, serve_in_subprocess
 from flywheel_training.tiny import TinyConfig, build_tiny
 
-SMALL = TinyConfig(domains=("retail",), corpus_tasks_per_domain=2)
+SMALL = TinyConfig(domains=("retail",), corpus_tasks_per_domain=2, induction_steps=4, recall_steps=4)
 """The embedded architecture with a one-domain tokenizer corpus: builds in seconds."""
 
 

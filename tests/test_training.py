@@ -15,7 +15,7 @@ from flywheel_training.policies.baselines import FlakyTeacher
 from flywheel_training.policies.scripted import ScriptedTeacher
 from flywheel_training.tiny import TinyConfig, build_tiny, build_tokenizer
 
-SMALL = TinyConfig(vocab_size=1024, corpus_tasks_per_domain=2, hidden_size=64, intermediate_size=128,
+SMALL = TinyConfig(induction_steps=4, recall_steps=4, vocab_size=1024, corpus_tasks_per_domain=2, hidden_size=64, intermediate_size=128,
                    num_attention_heads=2, num_key_value_heads=1)
 
 
@@ -96,13 +96,17 @@ def test_rows_keep_arguments_as_strings_and_follow_the_prompt_view(world, base):
     assert "description" not in viewed[0]["tools"]
 
 
-def test_sft_few_steps_loss_falls(world, base, tmp_path):
+def test_sft_few_steps_loss_falls(world, base, tmp_path, capsys):
     from flywheel_training.sft import SFTRunConfig, train_sft
 
     instances, teacher = world
+    logs: list[dict] = []
     result = train_sft(base, trajectory_rows(teacher[:12], instances), tmp_path / "sft",
-                       SFTRunConfig(max_steps=24, per_device_train_batch_size=2, logging_steps=4, learning_rate=3e-3))
+                       SFTRunConfig(max_steps=24, per_device_train_batch_size=2, logging_steps=4, learning_rate=3e-3),
+                       progress=logs.append)
     assert result.steps == 24
+    assert [log["step"] for log in logs if "loss" in log] == [4, 8, 12, 16, 20, 24]
+    assert "'loss'" not in capsys.readouterr().out  # with a progress callback, logs are not printed as well
     assert result.losses[-1] < result.losses[0] - 0.5
     assert (tmp_path / "sft" / "model.safetensors").exists()
     assert not any(p.name.startswith("checkpoint") for p in (tmp_path / "sft").iterdir())
@@ -152,6 +156,26 @@ def test_grpo_replay_trains_on_played_groups(world, base, tmp_path):
     assert "<tool_call>" in text or "tell me" in text
     assert "<tool_response>" not in text and "###STOP###" not in text
     assert completion[-1] == tokenizer.eos_token_id
+
+
+def test_a_later_round_runs_grpo_on_its_own_groups_before_rft(world, base, tmp_path):
+    from flywheel_training.rounds import RoundTrainingConfig, train_round
+
+    instances, teacher = world
+    played = run_rollouts(instances[:6], FlakyTeacher(0.5, seed=2), samples=2)
+    by_id = {i.instance_id: i for i in instances}
+    trajectories = played + teacher[:6]
+    scores = [score(by_id[t.instance_id], t) for t in trajectories]
+    meta = train_round("r001", base, tmp_path / "r001", cold_start=False, instances=instances[:6],
+                       trajectories=trajectories, scores=scores, hard_samples=instances[6:8],
+                       policy_name=played[0].policy,
+                       config=RoundTrainingConfig(rft_max_steps=2, grpo_max_steps=1, batch_size=1, id_augment=0))
+    assert meta.kind == "grpo+rft"
+    assert meta.metrics["grpo"]["steps"] == 1 and meta.metrics["rft"]["steps"] == 2
+    assert meta.data_counts["policy_successes"] > 0 and meta.data_counts["hard_sample_solutions"] == 2
+    assert meta.data_counts["grpo_groups"] == meta.rewards["groups"] == 4  # one step: 4 prompts x 2 replayed rollouts
+    assert not [p.name for p in tmp_path.iterdir() if p.name != "r001"]  # no stage folder left behind
+    load_checkpoint(tmp_path / "r001")
 
 
 def test_sft_stops_at_its_time_budget(world, base, tmp_path):

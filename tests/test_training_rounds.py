@@ -15,7 +15,8 @@ from flywheel_assets.store import Warehouse, trace_lineage
 from flywheel_training.checkpoints import folder_sha256
 
 TINY_TRAINING = {"sft_seconds": 60, "sft_max_steps": 6, "rft_seconds": 30, "rft_max_steps": 2, "grpo_seconds": 30,
-                 "grpo_max_steps": 1, "max_new_tokens": 24, "eval_trials": 2, "eval_max_turns": 4}
+                 "grpo_max_steps": 1, "max_new_tokens": 24, "eval_trials": 2, "eval_max_turns": 4,
+                 "base_induction_steps": 4, "base_recall_steps": 4}
 
 
 def test_round_1_without_round_0s_checkpoint_fails_naming_it(tmp_path):
@@ -45,7 +46,8 @@ def test_each_round_trains_a_checkpoint_from_the_previous_one(trained):
     [first] = store.read_round("policy_checkpoints", "r000")
     [second] = store.read_round("policy_checkpoints", "r001")
     assert first["kind"] == "sft" and first["base_checkpoint"] is None and first["base_sha256"]
-    assert second["base_checkpoint"] == first["checkpoint_id"] and second["kind"] in ("rft", "rft+grpo", "grpo")
+    # what ran depends on the round's data (see test_training's order test): GRPO needs groups, RFT successes
+    assert second["base_checkpoint"] == first["checkpoint_id"] and second["kind"] in ("grpo+rft", "grpo", "rft")
     for row in (first, second):
         assert folder_sha256(row["path"]) == row["checkpoint_id"]
         assert (Path(row["path"]) / "config.json").exists()
@@ -58,20 +60,26 @@ def test_each_round_trains_a_checkpoint_from_the_previous_one(trained):
     assert [r["parent_id"] for r in trace_lineage(store, second["checkpoint_id"]).to_dicts()][:1] == [first["checkpoint_id"]]
 
 
-def test_each_round_is_evaluated_on_the_held_out_set(trained):
+def test_each_round_is_evaluated_on_the_held_out_set_after_the_base(trained):
     root, store = trained
     rows = heldout_rows(store)
-    assert [r["round"] for r in rows] == ["r000", "r001"]
+    assert [(r["round"], r["kind"]) for r in rows] == [("base", "base"), ("r000", "sft"), ("r001", rows[2]["kind"])]
     for r in rows:
         assert r["k"] == 2 and r["tasks"] >= 4 and 0 <= r["pass_k"] <= r["pass_1"] <= 1
     groups = {r["group_name"] for r in store.read_round("evaluations", "r001")}
     assert {"all", "domain:retail", "phase:linear", "phase:branched", "phase:adversarial"} <= groups
-    metrics = store.records("SELECT metric FROM round_metrics WHERE round = 'r001' AND stage = 'evaluations'")
-    assert {"pass_1", "pass_k", "reward_mean"} <= {m["metric"] for m in metrics}
+    [first] = store.read_round("policy_checkpoints", "r000")
+    subjects = {(r["subject"], r["checkpoint_id"]) for r in store.read_round("evaluations", "r000")}
+    assert subjects == {("checkpoint", first["checkpoint_id"]), ("base", first["base_sha256"])}
+    assert {r["subject"] for r in store.read_round("evaluations", "r001")} == {"checkpoint"}
+    assert [r["round"] for r in heldout_rows(store, "phase:linear")] == ["base", "r000", "r001"]
+    metrics = store.records("SELECT round, metric FROM round_metrics WHERE stage = 'evaluations'")
+    assert {"pass_1", "pass_k", "reward_mean", "base.pass_1"} <= {m["metric"] for m in metrics if m["round"] == "r000"}
+    assert "base.pass_1" not in {m["metric"] for m in metrics if m["round"] == "r001"}
     assert plot_heldout(rows, root / "heldout.png").stat().st_size > 1000
 
 
-def test_round_rollouts_sample_so_grpo_groups_differ_while_evaluation_is_greedy(trained, tmp_path):
+def test_round_rollouts_and_held_out_trials_sample_at_their_temperatures(trained, tmp_path):
     from flywheel_assets.store.rows import trajectories_from_rows
 
     _, store = trained
@@ -79,7 +87,9 @@ def test_round_rollouts_sample_so_grpo_groups_differ_while_evaluation_is_greedy(
     for t in trajectories_from_rows(r for r in store.read_round("rollouts", "r001") if r["role"] == "policy"):
         groups.setdefault(t.instance_id, set()).add(str(t.messages))
     assert any(len(texts) > 1 for texts in groups.values())  # greedy decoding would make every pair identical
-    training = TrainingResource(checkpoint_dir=str(tmp_path))
+    training = TrainingResource(checkpoint_dir=str(tmp_path), eval_temperature=0.25)
     path = Path(store.read_round("policy_checkpoints", "r000")[0]["path"])
-    assert training.load_policy(path, "eval").settings.temperature == 0.0
-    assert training.load_policy(path, "rollouts", sampling=True).settings.temperature == training.rollout_temperature > 0
+    assert training.load_policy(path, "greedy").settings.temperature == 0.0
+    assert training.load_policy(path, "eval", temperature=0.25).settings.temperature == 0.25
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        training.load_policy(path, "bad", temperature=-1.0)

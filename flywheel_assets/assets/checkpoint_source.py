@@ -4,6 +4,7 @@ r000 the freshly built base. A missing previous checkpoint fails at once, naming
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from dagster import Failure
@@ -15,11 +16,13 @@ from flywheel_assets.world.rollout import BatchPolicy
 from flywheel_training.checkpoints import verify
 
 
-def checkpoint_for_round(store: Warehouse, round_key: str, training: TrainingResource) -> tuple[Path, str | None]:
-    """(model folder, checkpoint id) the round starts from; the id is None for the base."""
+def checkpoint_for_round(store: Warehouse, round_key: str, training: TrainingResource,
+                         log: Callable[[str], None] | None = None) -> tuple[Path, str | None]:
+    """(model folder, checkpoint id) the round starts from; the id is None for the base
+    (built on first use: ``log`` receives the progress of its pretraining)."""
     previous = previous_round(round_key)
     if previous is None:
-        return training.base(), None
+        return training.base(log), None
     if not store.is_written("policy_checkpoints", previous):
         raise Failure(description=(
             f"round {round_key} plays round {previous}'s checkpoint, but partition {previous} of policy_checkpoint "
@@ -32,10 +35,11 @@ def checkpoint_for_round(store: Warehouse, round_key: str, training: TrainingRes
     return path, row["checkpoint_id"]
 
 
-def round_policy(store: Warehouse, round_key: str, policy: PolicyResource, training: TrainingResource
-                 ) -> BatchPolicy:
+def round_policy(store: Warehouse, round_key: str, policy: PolicyResource, training: TrainingResource,
+                 log: Callable[[str], None] | None = None) -> BatchPolicy:
     """The policy whose rollouts the round collects."""
     if not policy.trains:
         return policy.policy()
-    path, checkpoint_id = checkpoint_for_round(store, round_key, training)
-    return training.load_policy(path, f"embedded:{(checkpoint_id or 'base')[:12]}", sampling=True)
+    path, checkpoint_id = checkpoint_for_round(store, round_key, training, log)
+    return training.load_policy(path, f"embedded:{(checkpoint_id or 'base')[:12]}",
+                               temperature=training.rollout_temperature)

@@ -43,12 +43,15 @@ def task_instances(context: AssetExecutionContext, warehouse: WarehouseResource,
     round_key = context.partition_key
     store = warehouse.warehouse()
     carried = previous_hard_samples(store, round_key)
-    context.log.info(f"{round_key}: carrying in {len(carried)} hard samples from {previous_round(round_key)}")
+    config = round_config.round_config()
+    if previous_round(round_key) is not None:
+        context.log.info(f"{round_key}: {len(carried)} kept hard samples in {previous_round(round_key)}; carrying in "
+                         f"{min(len(carried), config.max_carried or len(carried))} (max_carried {config.max_carried})")
     batch = seed_batch_from_rows(store.read_round("seed_tasks", round_key))
     trees = trees_from_rows(store.read_round("behavior_trees", round_key))
-    instances = pipeline.task_instances(round_config.round_config(), round_key, batch, trees, carried)
+    instances = pipeline.task_instances(config, round_key, batch, trees, carried)
     phases = Counter("carried" if i.meta.get("carried_from") else i.phase for i in instances)
-    figures = {"instances": len(instances), "carried_in": len(carried),
+    figures = {"instances": len(instances), "carried_in": phases.get("carried", 0), "carried_available": len(carried),
                "adversarial": sum(i.adversarial is not None for i in instances),
                **{f"phase_{p}": n for p, n in sorted(phases.items())}}
     return write_stage(context, warehouse, "task_instances", round_key, instance_rows(instances), figures, started)

@@ -24,7 +24,7 @@ def rollouts(context: AssetExecutionContext, warehouse: WarehouseResource, polic
     config = round_config.round_config()
     store = warehouse.warehouse()
     instances = instances_from_rows(store.read_round("task_instances", round_key))
-    agent, teacher = round_policy(store, round_key, policy, training), policy.teacher()
+    agent, teacher = round_policy(store, round_key, policy, training, context.log.info), policy.teacher()
     context.log.info(f"{round_key}: {len(instances)} instances × {config.rollouts_per_instance} rollouts "
                      f"by {agent.name}" + (f", plus one each by {teacher.name}" if teacher else ""))
     with endpoint_failures_name(round_key):

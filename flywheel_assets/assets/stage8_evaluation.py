@@ -1,23 +1,27 @@
 """Stage 8: the round's checkpoint on the fixed held-out Mock World set: pass^1, pass^k
-and mean reward, overall, per domain and per phase."""
+and mean reward, overall, per domain and per phase. Round r000 also evaluates the base
+it started from, so the first row of every comparison is "before any task training"."""
 
 import time
+from typing import Any
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from flywheel_assets.assets.common import ROUND_GROUP, round_to, write_stage
 from flywheel_assets.partitions import rounds_partitions
 from flywheel_assets.resources import TrainingResource, WarehouseResource
-from flywheel_assets.store.schema import EVAL_ROUND
 from flywheel_assets.store.rows import instances_from_rows
-from flywheel_training.evals.heldout import evaluate
+from flywheel_assets.store.schema import EVAL_ROUND
+from flywheel_assets.world.tasks import TaskInstance
+from flywheel_training.evals.heldout import EvalResult, evaluate
 
 
 @asset(partitions_def=rounds_partitions, group_name=ROUND_GROUP, deps=["policy_checkpoint", "eval_tasks"],
        kinds={"pytorch", "duckdb"})
 def evaluation(context: AssetExecutionContext, warehouse: WarehouseResource,
                training: TrainingResource) -> MaterializeResult:
-    """Evaluation: held-out pass^1 / pass^k / mean reward of this round's checkpoint."""
+    """Evaluation: held-out pass^1 / pass^k / mean reward of this round's checkpoint (and,
+    in r000, of the base it started from, before any task training)."""
     started = time.perf_counter()
     round_key = context.partition_key
     store = warehouse.warehouse()
@@ -25,21 +29,38 @@ def evaluation(context: AssetExecutionContext, warehouse: WarehouseResource,
     if not store.is_written("eval_tasks", EVAL_ROUND):
         raise ValueError(f"the held-out set is missing from {store.path}: materialise eval_tasks first")
     heldout = instances_from_rows(store.read_round("eval_tasks", EVAL_ROUND))
-    policy = training.load_policy(checkpoint["path"], f"embedded:{checkpoint['checkpoint_id'][:12]}")
-    context.log.info(f"{round_key}: evaluating {checkpoint['path']} on {len(heldout)} held-out tasks "
-                     f"× {training.eval_trials} trials")
-    result = evaluate(policy, heldout, trials=training.eval_trials, max_turns=training.eval_max_turns)
     k = training.eval_trials
-    rows = [{"evaluation_id": f"{checkpoint['checkpoint_id'][:16]}:{r['group']}",
-             "checkpoint_id": checkpoint["checkpoint_id"], "group_name": r["group"], "tasks": r["tasks"],
-             "trials": k, "pass_1": r["pass^1"], "pass_k": r[f"pass^{k}"], "reward_mean": r["reward_mean"], "row": r}
-            for r in result.rows]
-    overall = result.overall()
-    figures = {"pass_1": round_to(overall["pass^1"]), "pass_k": round_to(overall[f"pass^{k}"]),
-               "reward_mean": round_to(overall["reward_mean"]), "k": k, "tasks": overall["tasks"],
-               **{f"pass_1.{r['group']}": round_to(r["pass^1"]) for r in result.rows[1:]}}
+    subjects = [("checkpoint", checkpoint["checkpoint_id"], checkpoint["path"])]
+    if checkpoint["base_checkpoint"] is None:  # trained from the built base: show where it started
+        subjects.append(("base", checkpoint["base_sha256"], checkpoint["base_path"]))
+    rows: list[dict[str, Any]] = []
+    figures: dict[str, float | int] = {"k": k}
+    tables = {}
+    for subject, checkpoint_id, path in subjects:
+        context.log.info(f"{round_key}: evaluating the {subject} {path} on {len(heldout)} held-out tasks "
+                         f"× {k} trials (temperature {training.eval_temperature})")
+        result = _evaluate(training, path, checkpoint_id, heldout)
+        rows += [{"evaluation_id": f"{checkpoint_id[:16]}:{r['group']}", "checkpoint_id": checkpoint_id,
+                  "group_name": r["group"], "tasks": r["tasks"], "trials": k, "pass_1": r["pass^1"],
+                  "pass_k": r[f"pass^{k}"], "reward_mean": r["reward_mean"], "row": r, "subject": subject}
+                 for r in result.rows]
+        figures.update(_figures(result, k, prefix="" if subject == "checkpoint" else f"{subject}."))
+        tables[subject] = MetadataValue.md(_markdown(result.rows, k))
+    figures["tasks"] = len(heldout)
     return write_stage(context, warehouse, "evaluations", round_key, rows, figures, started,
-                       {"table": MetadataValue.md(_markdown(result.rows, k))})
+                       {"table": tables["checkpoint"], **{f"{s}_table": t for s, t in tables.items() if s != "checkpoint"}})
+
+
+def _evaluate(training: TrainingResource, path: str, checkpoint_id: str, heldout: list[TaskInstance]) -> EvalResult:
+    policy = training.load_policy(path, f"embedded:{checkpoint_id[:12]}", temperature=training.eval_temperature)
+    return evaluate(policy, heldout, trials=training.eval_trials, max_turns=training.eval_max_turns)
+
+
+def _figures(result: EvalResult, k: int, prefix: str) -> dict[str, float]:
+    overall = result.overall()
+    return {f"{prefix}pass_1": round_to(overall["pass^1"]), f"{prefix}pass_k": round_to(overall[f"pass^{k}"]),
+            f"{prefix}reward_mean": round_to(overall["reward_mean"]),
+            **{f"{prefix}pass_1.{r['group']}": round_to(r["pass^1"]) for r in result.rows[1:]}}
 
 
 def _markdown(rows: list[dict], k: int) -> str:

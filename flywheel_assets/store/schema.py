@@ -93,10 +93,11 @@ POLICY_CHECKPOINTS = _table(
 EVALUATIONS = _table(
     "evaluations", "evaluation_id",
     "the round's checkpoint on the fixed held-out set: pass^1, pass^k (tau2's definition) and mean reward, "
-    "overall ('all'), per domain ('domain:…') and per phase ('phase:…')",
+    "overall ('all'), per domain ('domain:…') and per phase ('phase:…'); subject 'checkpoint' (the round's) or "
+    "'base' (in r000: the base it started from, before any task training; checkpoint_id = its sha256)",
     ("evaluation_id", "VARCHAR"), ("checkpoint_id", "VARCHAR"), ("group_name", "VARCHAR"), ("tasks", "BIGINT"),
     ("trials", "BIGINT"), ("pass_1", "DOUBLE"), ("pass_k", "DOUBLE"), ("reward_mean", "DOUBLE"), ("row", "JSON"),
-    asset="evaluation",
+    ("subject", "VARCHAR"), asset="evaluation",
 )
 ROUND_METRICS = Table(
     "round_metrics",
@@ -144,7 +145,8 @@ PARENT_EDGES: tuple[ParentEdge, ...] = (
     ParentEdge("rubric_scores", "trajectory_id", False, "'score_of'"),
     ParentEdge("hard_samples", "parent_id", False, "'augmented_from:' || operator"),
     ParentEdge("policy_checkpoints", "base_checkpoint", False, "'trained_from'"),
-    ParentEdge("evaluations", "checkpoint_id", False, "'evaluation_of'"),
+    # the built base is a folder, not a row: its evaluation has no parent in the warehouse
+    ParentEdge("evaluations", "checkpoint_id", False, "'evaluation_of'", "subject IS DISTINCT FROM 'base'"),
 )
 
 

@@ -170,11 +170,13 @@ OPERATORS: dict[str, Callable[[TaskInstance, random.Random], TaskInstance]] = {
 
 
 def choose_operators(failed: Score, rng: random.Random, count: int) -> list[str]:
-    """Operators that target what was failed first, then others, without repeats."""
+    """Operators that target what was failed first, then others, without repeats. A missed
+    sub-goal gets the same path with new values before an extra branch: the branch changes
+    the right outcome (often to a refusal), the new values ask for the one that was missed."""
     kinds = {i.kind for i in failed.failed_items()}
     preferred = (["adversarial_escalation"] if "prohibited" in kinds else []) + \
         (["persona_injection"] if "interaction" in kinds else []) + \
-        (["add_branch", "perturb_values"] if "subgoal" in kinds or "termination" in kinds else [])
+        (["perturb_values", "add_branch"] if "subgoal" in kinds or "termination" in kinds else [])
     rest = [o for o in OPERATORS if o not in preferred]
     rng.shuffle(rest)
     return (preferred + rest)[:count]

@@ -34,6 +34,9 @@ class RoundConfig:
     rollouts_per_instance: int = 2
     max_turns: int = 12  # the teacher's longest path takes 8
     augment_per_failure: int = 2
+    # At most this many of the previous round's kept hard samples enter a round (0: all of
+    # them). Each failure yields several variants, so uncapped the rounds grow without end.
+    max_carried: int = 160
     # "failures": augment the instances the policy failed (the flywheel). "uniform": augment
     # as many instances drawn uniformly from the round, failed or not (the efficacy control).
     hard_sample_parents: str = "failures"
@@ -72,11 +75,32 @@ def task_instances(
                                       limit=config.backtranslated_per_tree, rng=rng)
         instances += branched
         instances += adversarial_instances(branched, share=config.adversarial_share, rng=rng)
-    for hard in previous_hard_samples:
+    for hard in select_carried(previous_hard_samples, config.max_carried, rng):
         instances.append(replace(hard, instance_id=stable_id("inst", hard.instance_id, round_key),
                                  round=round_key, parent_ids=[hard.instance_id],
                                  meta={**hard.meta, "carried_from": hard.round}))
     return instances
+
+
+def select_carried(hard_samples: Sequence[TaskInstance], limit: int, rng: random.Random) -> list[TaskInstance]:
+    """At most ``limit`` hard samples (all when ``limit`` is 0), spread over their parents:
+    one variant of every failed instance before a second of any, parents in a seeded order,
+    so the cap keeps the breadth of what failed rather than the first failures' variants."""
+    if not limit or len(hard_samples) <= limit:
+        return list(hard_samples)
+    by_parent: dict[str, list[TaskInstance]] = {}
+    for hard in hard_samples:
+        by_parent.setdefault(hard.parent_ids[0] if hard.parent_ids else hard.instance_id, []).append(hard)
+    parents = sorted(by_parent)
+    rng.shuffle(parents)
+    chosen: list[TaskInstance] = []
+    depth = 0
+    while len(chosen) < limit:
+        layer = [by_parent[p][depth] for p in parents if depth < len(by_parent[p])]
+        chosen += layer[:limit - len(chosen)]
+        depth += 1
+    keep = {h.instance_id for h in chosen}
+    return [h for h in hard_samples if h.instance_id in keep]  # in the hard-samples table's order
 
 
 def rollouts(config: RoundConfig, instances: Sequence[TaskInstance], policy: BatchPolicy,
