@@ -1,49 +1,21 @@
-"""A small OpenAI-compatible chat-completions server for a local Hugging Face model folder.
-
-    python -m flywheel_training.serve --model PATH [--host 127.0.0.1] [--port 8000]
-
-It exists so the OpenAI-compatible policy backend can be exercised end to end against a real
-HTTP server without a GPU or vLLM, and so a local checkpoint can be handed to any tool that
-speaks the OpenAI API. Endpoints: ``GET /v1/models`` and ``POST /v1/chat/completions``
-(``messages``, ``tools``, ``temperature``, ``top_p``, ``max_tokens``, ``seed``, ``n=1``).
-
-Prompts are rendered with the model's own chat template (``flywheel_training.chat.render``)
-and generated text is parsed back into tool calls with ``chat.parse_assistant``. Concurrent
-requests are gathered into batches and generated together; every row samples from its own
-seeded generator, so a request's output depends on its seed and not on what it was batched
-with. The production set-up is ``vllm serve``; this server is for CPU-sized models.
-"""
+"""Batched generation for the model server: request validation, per-row seeded sampling,
+and a batcher that gathers concurrent requests into one ``generate`` call."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import queue
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import Future
-from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import torch
 
 log = logging.getLogger("flywheel.serve")
-
-MAX_BODY_BYTES = 32 * 1024 * 1024
-"""Larger request bodies are refused before they are read."""
 
 
 class RequestError(Exception):
@@ -250,191 +222,3 @@ class Batcher:
                 continue
             for (_, future), result in zip(batch, results):
                 future.set_result(result)
-
-
-def completion_response(completion: Completion, model: str) -> dict[str, Any]:
-    """The standard chat.completion body for one generated text."""
-    from flywheel_training.chat import parse_assistant
-
-    # A per-response id prefix keeps tool-call ids unique across the turns of a conversation.
-    message = parse_assistant(completion.text, id_prefix=f"call_{uuid.uuid4().hex[:12]}_")
-    calls = message.get("tool_calls") or []
-    out_message: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
-    if calls:
-        out_message["tool_calls"] = calls
-    finish = "tool_calls" if calls and completion.finish_reason == "stop" else completion.finish_reason
-    return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "message": out_message, "finish_reason": finish, "logprobs": None}],
-        "usage": {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
-                  "total_tokens": completion.prompt_tokens + completion.completion_tokens},
-    }
-
-
-def make_handler(engine: Engine, batcher: Batcher, api_key: str | None) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive: the openai client reuses connections
-
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug("%s " + format, self.address_string(), *args)
-
-        def _send(self, status: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _error(self, status: int, message: str, param: str | None = None) -> None:
-            kind = "invalid_request_error" if status < 500 else "server_error"
-            self._send(status, {"error": {"message": message, "type": kind, "param": param, "code": status}})
-
-        def _authorised(self) -> bool:
-            if api_key is None:
-                return True
-            if self.headers.get("Authorization", "") == f"Bearer {api_key}":
-                return True
-            self._error(401, "invalid or missing API key")
-            return False
-
-        def do_GET(self) -> None:
-            if self.path.rstrip("/") not in ("/v1/models", "/models"):
-                self._error(404, f"no route {self.path}")
-            elif self._authorised():
-                self._send(200, {"object": "list", "data": [
-                    {"id": engine.served_name, "object": "model", "created": 0, "owned_by": "flywheel",
-                     "root": engine.model_dir}]})
-
-        def do_POST(self) -> None:
-            if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
-                self._error(404, f"no route {self.path}")
-                return
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY_BYTES:
-                self.close_connection = True  # the unread body would corrupt the next request
-                self._error(413, f"the request body is larger than {MAX_BODY_BYTES} bytes")
-                return
-            raw = self.rfile.read(length)
-            if not self._authorised():
-                return
-            try:
-                body = json.loads(raw)
-            except (ValueError, RecursionError):
-                self._error(400, "the request body is not valid JSON")
-                return
-            try:
-                job = engine.prepare(body)
-            except RequestError as exc:
-                self._error(exc.status, str(exc), exc.param)
-                return
-            except Exception as exc:  # answer, rather than drop the connection (which reads as a network fault)
-                log.exception("could not prepare a request")
-                self._error(500, f"could not prepare the request: {type(exc).__name__}: {exc}")
-                return
-            try:
-                completion = batcher.submit(job).result()
-            except Exception as exc:
-                self._error(500, f"generation failed: {type(exc).__name__}: {exc}")
-                return
-            self._send(200, completion_response(completion, engine.served_name))
-
-    return Handler
-
-
-def build_server(model: str | Path, host: str = "127.0.0.1", port: int = 8000, *, served_name: str | None = None,
-                 api_key: str | None = None, max_batch: int = 16, default_max_tokens: int = 512
-                 ) -> ThreadingHTTPServer:
-    """A ready-to-serve HTTP server (call ``serve_forever``); the model is loaded first, so
-    the port answers only once it can generate."""
-    engine = Engine(model, served_name or Path(model).resolve().name, default_max_tokens)
-    server = ThreadingHTTPServer((host, port), make_handler(engine, Batcher(engine, max_batch), api_key))
-    server.daemon_threads = True
-    return server
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now (the OS picks it for a socket bound to port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def serve_in_subprocess(model: str | Path, *, served_name: str | None = None, api_key_env: str | None = None,
-                        extra_args: list[str] | None = None, ready_timeout_s: float = 180.0) -> Iterator[str]:
-    """Run this server for ``model`` in a child process on a free loopback port; yields the
-    base URL (``http://127.0.0.1:PORT/v1``) once it answers, and stops the child on exit.
-    For tests, benchmarks and evaluations that want a local OpenAI-compatible endpoint."""
-    port = free_port()
-    args = [sys.executable, "-m", "flywheel_training.serve", "--model", str(model), "--host", "127.0.0.1",
-            "--port", str(port), *(["--served-model-name", served_name] if served_name else []),
-            *(["--api-key-env", api_key_env] if api_key_env else []), *(extra_args or [])]
-    base_url = f"http://127.0.0.1:{port}/v1"
-    with tempfile.TemporaryFile() as errors:  # a file, not a pipe: a full pipe would block the child
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=errors)
-        try:
-            deadline = time.monotonic() + ready_timeout_s
-            while not _answers(base_url + "/models"):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    errors.seek(0)
-                    tail = errors.read().decode(errors="replace")[-2000:]
-                    raise RuntimeError(f"the model server for {model} did not come up at {base_url} "
-                                       f"(exit code {proc.poll()}):\n{tail}")
-                time.sleep(0.2)
-            yield base_url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2):
-            return True
-    except urllib.error.HTTPError:
-        return True  # e.g. 401 without a key: the server is up
-    except OSError:
-        return False
-
-
-def main(argv: list[str] | None = None) -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    parser = argparse.ArgumentParser(prog="python -m flywheel_training.serve", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="a Hugging Face model folder (weights, tokenizer, template)")
-    parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--served-model-name", default=None, help="the model id clients send (default: folder name)")
-    parser.add_argument("--api-key-env", default=None,
-                        help="name of an environment variable holding the API key clients must send")
-    parser.add_argument("--max-batch", type=int, default=16)
-    parser.add_argument("--default-max-tokens", type=int, default=512)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    api_key = None
-    if args.api_key_env:
-        api_key = os.environ.get(args.api_key_env)
-        if not api_key:
-            parser.error(f"--api-key-env {args.api_key_env}: that environment variable is not set")
-    server = build_server(args.model, args.host, args.port, served_name=args.served_model_name, api_key=api_key,
-                          max_batch=args.max_batch, default_max_tokens=args.default_max_tokens)
-    host, port = server.server_address[:2]
-    print(f"serving {args.model} at http://{host}:{port}/v1", file=sys.stderr, flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,3 @@
+from flywheel_training.serve.server import main
+
+main()
