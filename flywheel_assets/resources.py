@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
@@ -17,6 +18,9 @@ from pydantic import Field
 from flywheel_assets.store import Warehouse
 from flywheel_assets.world.domains import DOMAINS
 from flywheel_assets.world.rollout import BatchPolicy
+
+if TYPE_CHECKING:  # imported where used: loading torch is for the steps that train
+    from flywheel_training.tiny import TinyConfig
 
 STATE_DIR_NAME = ".flywheel"
 POLICY_NAMES = ("embedded", "teacher", "teacher-jit", "random", "do-nothing", "flaky-teacher", "openai")
@@ -192,16 +196,16 @@ class TrainingResource(ConfigurableResource):
         defaults = cls()
         return cls(checkpoint_dir=_env_str("FLYWHEEL_CHECKPOINTS", ""),
                    **{name: _env_int(f"FLYWHEEL_{name.upper()}", getattr(defaults, name))
-                      for name in ("model_seed", "base_induction_steps", "base_recall_steps", "sft_seconds", "sft_max_steps", "rft_seconds", "rft_max_steps",
-                                   "grpo_seconds", "grpo_max_steps", "max_new_tokens", "eval_trials",
-                                   "eval_max_turns")},
+                      for name in ("model_seed", "base_induction_steps", "base_recall_steps", "sft_seconds",
+                                   "sft_max_steps", "rft_seconds", "rft_max_steps", "grpo_seconds", "grpo_max_steps",
+                                   "max_new_tokens", "eval_trials", "eval_max_turns")},
                    rollout_temperature=_env_float("FLYWHEEL_ROLLOUT_TEMPERATURE", defaults.rollout_temperature),
                    eval_temperature=_env_float("FLYWHEEL_EVAL_TEMPERATURE", defaults.eval_temperature))
 
     def checkpoints(self) -> Path:
         return Path(self.checkpoint_dir) if self.checkpoint_dir else state_dir() / "checkpoints"
 
-    def base_config(self):
+    def base_config(self) -> TinyConfig:
         from flywheel_training.tiny import TinyConfig
 
         return TinyConfig(seed=self.model_seed, induction_steps=self.base_induction_steps,

@@ -228,7 +228,7 @@ def train_grpo(
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from flywheel_training.sft import _budget_callback, _progress_callback, load_for_training
+    from flywheel_training.sft import _budget_callback, load_for_training, report_progress
 
     config = config or GRPORunConfig()
     if config.threads:
@@ -263,11 +263,8 @@ def train_grpo(
     budget = _budget_callback(config.max_seconds)
     trainer = GRPOTrainer(model=model, reward_funcs=[rubric_reward], args=args,
                           train_dataset=Dataset.from_list(prompt_rows(instances)), processing_class=tokenizer,
-                          rollout_func=rollouts, callbacks=[budget, _progress_callback(progress)])
-    if progress:  # logs go to the caller (the Dagster log), not printed a second time on stdout
-        from transformers import PrinterCallback
-
-        trainer.remove_callback(PrinterCallback)
+                          rollout_func=rollouts, callbacks=[budget])
+    report_progress(trainer, progress)
     started = time.perf_counter()
     output = trainer.train()
     seconds = time.perf_counter() - started

@@ -122,6 +122,22 @@ def recall_conversation(rng: random.Random) -> list[dict[str, Any]]:
     return messages
 
 
+def _ordinary_ids(tokenizer: Any) -> Any:
+    """Every token id that is not a special token, as a tensor."""
+    import torch
+
+    special = set(tokenizer.all_special_ids)
+    return torch.tensor([i for i in range(len(tokenizer)) if i not in special])
+
+
+def _repeated_spans(ordinary: Any, rows: int, span: int, generator: Any) -> Any:
+    """``rows`` random spans of ``span`` ordinary tokens, each followed by itself."""
+    import torch
+
+    first = ordinary[torch.randint(len(ordinary), (rows, span), generator=generator)]
+    return torch.cat([first, first], dim=1)
+
+
 def _encode_recall(tokenizer: Any, messages: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
     rendered = tokenizer.apply_chat_template(arguments_as_json_strings(messages), tokenize=True, return_dict=True,
                                              return_assistant_tokens_mask=True)
@@ -137,14 +153,12 @@ def pretrain(model: Any, tokenizer: Any, config: PretrainConfig = PretrainConfig
     torch.manual_seed(config.seed)
     rng = random.Random(f"pretrain/{config.seed}")
     generator = torch.Generator().manual_seed(config.seed)
-    ordinary = torch.tensor([i for i in range(len(tokenizer)) if i not in set(tokenizer.all_special_ids)])
+    ordinary = _ordinary_ids(tokenizer)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
     pad = tokenizer.pad_token_id
 
     def induction_batch() -> tuple[Any, Any, Any]:
-        span = ordinary[torch.randint(len(ordinary), (config.induction_batch, config.induction_span),
-                                      generator=generator)]
-        ids = torch.cat([span, span], dim=1)
+        ids = _repeated_spans(ordinary, config.induction_batch, config.induction_span, generator)
         labels = ids.clone()
         labels[:, :config.induction_span + 1] = -100  # the first token of the repeat is not predictable yet
         return ids, labels, torch.ones_like(ids)
@@ -198,10 +212,7 @@ def copy_accuracy(model: Any, tokenizer: Any, *, spans: int = 16, span: int = 64
     model without induction heads, ~1 with them."""
     import torch
 
-    generator = torch.Generator().manual_seed(seed)
-    ordinary = torch.tensor([i for i in range(len(tokenizer)) if i not in set(tokenizer.all_special_ids)])
-    first = ordinary[torch.randint(len(ordinary), (spans, span), generator=generator)]
-    ids = torch.cat([first, first], dim=1)
+    ids = _repeated_spans(_ordinary_ids(tokenizer), spans, span, torch.Generator().manual_seed(seed))
     with torch.no_grad():
         logits = model(input_ids=ids).logits
     return float((logits[:, span:-1].argmax(-1) == ids[:, span + 1:]).float().mean())

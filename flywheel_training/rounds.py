@@ -147,7 +147,7 @@ def train_round(
             metrics["grpo"] = {k: v for k, v in grpo.to_dict().items() if k != "groups"}
             counts["grpo_groups"] = len(grpo.groups)
             counts["grpo_saturated_groups"] = grpo.saturated_groups
-            if grpo.steps == 0:  # no group with two replayed rollouts: nothing to learn from
+            if grpo.steps == 0:  # the time budget ended before the first step: keep the weights it started from
                 shutil.rmtree(dest, ignore_errors=True)
                 return start
             stages.append("grpo")

@@ -136,15 +136,20 @@ def budget_schedule(base: type) -> type:
     return BudgetSchedule
 
 
-def _progress_callback(progress: Callable[[dict[str, Any]], None] | None) -> Any:
-    from transformers import TrainerCallback
+def report_progress(trainer: Any, progress: Callable[[dict[str, Any]], None] | None) -> None:
+    """Send ``trainer``'s logs to ``progress`` (the Dagster log) instead of printing them on
+    stdout too; without ``progress`` the trainer prints as usual."""
+    if progress is None:
+        return
+    from transformers import PrinterCallback, TrainerCallback
 
     class Progress(TrainerCallback):
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
-            if progress and logs:
+            if logs:
                 progress({"step": state.global_step, "max_steps": state.max_steps, **logs})
 
-    return Progress()
+    trainer.add_callback(Progress())
+    trainer.remove_callback(PrinterCallback)
 
 
 def plain_loss_trainer(base: type) -> type:
@@ -244,12 +249,9 @@ def train_sft(
     budget = _budget_callback(config.max_seconds, plan)
     trainer_class = budget_schedule(plain_loss_trainer(SFTTrainer) if config.plain_loss else SFTTrainer)
     trainer = trainer_class(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         callbacks=[budget, _progress_callback(progress)])
+                         callbacks=[budget])
     trainer.plan = plan
-    if progress:  # logs go to the caller (the Dagster log), not printed a second time on stdout
-        from transformers import PrinterCallback
-
-        trainer.remove_callback(PrinterCallback)
+    report_progress(trainer, progress)
     train_tokens = int(sum(len(ids) for ids in trainer.train_dataset["input_ids"]))
     started = time.perf_counter()
     output = trainer.train()
