@@ -35,7 +35,7 @@ from flywheel_assets.world.tasks import TaskInstance, Trajectory  # noqa: E402
 from flywheel_training.data import tools_for, trajectory_rows  # noqa: E402
 from flywheel_training.evals.heldout import evaluate  # noqa: E402
 from flywheel_training.policies.local import GenerationSettings, LocalTransformersPolicy  # noqa: E402
-from flywheel_training.policies.scripted import ScriptedTeacher  # noqa: E402
+from flywheel_assets.world.teacher import ScriptedTeacher  # noqa: E402
 from flywheel_training.rounds import RoundTrainingConfig  # noqa: E402
 from flywheel_training.sft import SFTRunConfig, train_sft  # noqa: E402
 from flywheel_training.tiny import TinyConfig, build_tiny  # noqa: E402

@@ -18,7 +18,7 @@ from flywheel_assets.world.metrics import batch_summary
 from flywheel_assets.world.rollout import run_rollouts
 from flywheel_assets.world.rubric import score
 from flywheel_assets.world.synthesis import seed_instances
-from flywheel_training.policies.scripted import ScriptedTeacher
+from flywheel_assets.world.teacher import ScriptedTeacher
 
 
 def measure(instances, samples: int) -> tuple[float, dict]:

@@ -1,38 +1,18 @@
 """Flywheel rounds as Dagster dynamic partitions: keys ``r000``, ``r001``, …
 
 Rounds are dynamic (not a static range) because they are added one at a time, from the UI,
-the CLI or the round-advance sensor, as the flywheel turns. The keys are zero-padded so
-that their string order is their round order, in the UI and in SQL.
+the CLI or the round-advance sensor, as the flywheel turns. The key helpers live in
+``round_keys`` (no Dagster), re-exported here for the Dagster side.
 """
 
 from __future__ import annotations
 
-import re
-
 from dagster import DynamicPartitionsDefinition
+
+from flywheel_assets.round_keys import is_round_key, previous_round, round_index, round_key
 
 ROUNDS_PARTITIONS_NAME = "rounds"
 rounds_partitions = DynamicPartitionsDefinition(name=ROUNDS_PARTITIONS_NAME)
 
-_ROUND_KEY = re.compile(r"^r(\d{3,})$")
-
-
-def round_key(index: int) -> str:
-    """``round_key(3) == "r003"``."""
-    if index < 0:
-        raise ValueError(f"round index must be >= 0, got {index}")
-    return f"r{index:03d}"
-
-
-def round_index(key: str) -> int:
-    """``round_index("r003") == 3``; anything that is not a round key is a clear error."""
-    match = _ROUND_KEY.match(key)
-    if match is None:
-        raise ValueError(f"{key!r} is not a round key (expected r000, r001, …)")
-    return int(match.group(1))
-
-
-def previous_round(key: str) -> str | None:
-    """The round before ``key``, or None for the first round."""
-    index = round_index(key)
-    return round_key(index - 1) if index > 0 else None
+__all__ = ["ROUNDS_PARTITIONS_NAME", "is_round_key", "previous_round", "round_index", "round_key",
+           "rounds_partitions"]

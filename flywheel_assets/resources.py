@@ -90,8 +90,9 @@ class WarehouseResource(ConfigurableResource):
 
 def make_policy(name: str, *, seed: int = 0, fail_share: float = 0.5, endpoint: dict | None = None) -> BatchPolicy:
     """The rollout policy by name. ``endpoint`` (base_url, model, ...) configures ``openai``."""
-    from flywheel_training.policies.baselines import DoNothingPolicy, FlakyTeacher, RandomPolicy
-    from flywheel_training.policies.scripted import ScriptedTeacher
+    from flywheel_assets.world.baselines import DoNothingPolicy, RandomPolicy
+    from flywheel_assets.world.teacher import FlakyTeacher
+    from flywheel_assets.world.teacher import ScriptedTeacher
 
     if name == "teacher":
         return ScriptedTeacher()

@@ -56,7 +56,7 @@ def rft_data(
         played = [t for t in teacher_trajectories if t.instance_id in by_id]
         if not played:
             if teacher is None:
-                from flywheel_training.policies.scripted import ScriptedTeacher
+                from flywheel_assets.world.teacher import ScriptedTeacher
 
                 teacher = ScriptedTeacher()
             played = run_rollouts(list(hard_samples), teacher, max_turns=max_turns)

@@ -99,7 +99,7 @@ def corpus(config: TinyConfig) -> Iterator[str]:
     from flywheel_assets.world.domains import DOMAINS, get_domain
     from flywheel_assets.world.pipeline import RoundConfig, behavior_trees, seed_tasks, task_instances
     from flywheel_assets.world.rollout import run_rollouts
-    from flywheel_training.policies.scripted import ScriptedTeacher
+    from flywheel_assets.world.teacher import ScriptedTeacher
 
     domains = config.domains or tuple(sorted(DOMAINS))
     round_config = RoundConfig(seed=config.corpus_seed, domains=domains, tasks_per_domain=config.corpus_tasks_per_domain)

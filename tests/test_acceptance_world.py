@@ -5,8 +5,8 @@ from flywheel_assets.world.metrics import batch_summary
 from flywheel_assets.world.rollout import run_rollouts
 from flywheel_assets.world.rubric import score, teacher_filter
 from flywheel_assets.world.synthesis import seed_instances
-from flywheel_training.policies.baselines import DoNothingPolicy, RandomPolicy
-from flywheel_training.policies.scripted import ScriptedTeacher
+from flywheel_assets.world.baselines import DoNothingPolicy, RandomPolicy
+from flywheel_assets.world.teacher import ScriptedTeacher
 
 
 def test_teacher_solves_99_percent_of_2000_instances_and_discards_have_reasons():

@@ -11,7 +11,7 @@ from flywheel_assets.world.rollout import run_rollouts
 from flywheel_assets.world.rubric import score
 from flywheel_assets.world.synthesis import seed_instances
 from flywheel_assets.world.tasks import PathStep
-from flywheel_training.policies.baselines import FlakyTeacher
+from flywheel_assets.world.teacher import FlakyTeacher
 
 
 @pytest.fixture(scope="module")

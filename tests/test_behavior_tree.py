@@ -13,7 +13,7 @@ from flywheel_assets.world.domains import DOMAINS, get_domain
 from flywheel_assets.world.rollout import run_rollouts
 from flywheel_assets.world.rubric import score
 from flywheel_assets.world.synthesis import expected_path, seed_instances, task_for
-from flywheel_training.policies.scripted import ScriptedTeacher
+from flywheel_assets.world.teacher import ScriptedTeacher
 
 DOMAIN_NAMES = sorted(DOMAINS)
 

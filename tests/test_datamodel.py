@@ -4,7 +4,7 @@ from flywheel_assets.world.rollout import run_rollouts
 from flywheel_assets.world.rubric import score
 from flywheel_assets.world.synthesis import seed_instances
 from flywheel_assets.world.tasks import Score, TaskInstance, TaskSpec, Trajectory
-from flywheel_training.policies.scripted import ScriptedTeacher
+from flywheel_assets.world.teacher import ScriptedTeacher
 
 
 def test_everything_round_trips_through_json_exactly():

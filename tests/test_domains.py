@@ -11,7 +11,7 @@ from flywheel_assets.world.domains import DOMAINS
 from flywheel_assets.world.rollout import run_rollouts
 from flywheel_assets.world.rubric import score
 from flywheel_assets.world.synthesis import placeholders, seed_instances
-from flywheel_training.policies.scripted import STRATEGIES, ScriptedTeacher
+from flywheel_assets.world.teacher import STRATEGIES, ScriptedTeacher
 
 DOMAIN_NAMES = sorted(DOMAINS)
 

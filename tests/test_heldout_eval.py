@@ -4,8 +4,9 @@ import pytest
 
 from flywheel_assets.world import pipeline
 from flywheel_training.evals.heldout import evaluate, pass_hat_k
-from flywheel_training.policies.baselines import DoNothingPolicy, FlakyTeacher
-from flywheel_training.policies.scripted import ScriptedTeacher
+from flywheel_assets.world.baselines import DoNothingPolicy
+from flywheel_assets.world.teacher import FlakyTeacher
+from flywheel_assets.world.teacher import ScriptedTeacher
 
 
 def test_pass_hat_k_matches_the_combinatorial_definition():

@@ -7,7 +7,7 @@ from flywheel_assets.world.rollout import run_rollouts
 from flywheel_assets.world.rubric import align_with_teacher, mentioned, score
 from flywheel_assets.world.synthesis import seed_instances
 from flywheel_assets.world.tasks import PathStep
-from flywheel_training.policies.scripted import ScriptedTeacher
+from flywheel_assets.world.teacher import ScriptedTeacher
 
 
 def _instances(task_type):

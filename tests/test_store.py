@@ -243,7 +243,7 @@ def test_rows_serialise_world_objects_exactly_like_to_dict():
     from flywheel_assets.world.rubric import score
     from flywheel_assets.world.synthesis import seed_instances
     from flywheel_assets.world.tasks import canonical_json
-    from flywheel_training.policies.scripted import ScriptedTeacher
+    from flywheel_assets.world.teacher import ScriptedTeacher
 
     batch = seed_instances(["retail", "travel"], 2, seed=3, round_key="r000")
     trajectories = run_rollouts(batch.instances, ScriptedTeacher())

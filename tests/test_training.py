@@ -11,8 +11,8 @@ from flywheel_assets.world.rollout import run_rollouts
 from flywheel_assets.world.rubric import score
 from flywheel_training.checkpoints import folder_sha256, load_checkpoint, read_meta, verify, write_meta
 from flywheel_training.data import successful, to_dataset, trajectory_rows, view_rows
-from flywheel_training.policies.baselines import FlakyTeacher
-from flywheel_training.policies.scripted import ScriptedTeacher
+from flywheel_assets.world.teacher import FlakyTeacher
+from flywheel_assets.world.teacher import ScriptedTeacher
 from flywheel_training.tiny import TinyConfig, build_tiny, build_tokenizer
 
 SMALL = TinyConfig(induction_steps=4, recall_steps=4, vocab_size=1024, corpus_tasks_per_domain=2, hidden_size=64, intermediate_size=128,

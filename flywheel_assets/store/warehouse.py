@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from flywheel_assets.partitions import round_index
+from flywheel_assets.round_keys import round_index
 from flywheel_assets.store.schema import (
     ASSET_TABLES,
     EVAL_ROUND,

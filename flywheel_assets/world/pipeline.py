@@ -123,7 +123,7 @@ def rubric_scores(instances: Sequence[TaskInstance], trajectories: Sequence[Traj
 def default_solvers() -> list[BatchPolicy]:
     """Independent solvers for the consistency filter on the embedded default: teacher
     strategies that ask at different times."""
-    from flywheel_training.policies.scripted import ScriptedTeacher
+    from flywheel_assets.world.teacher import ScriptedTeacher
 
     return [ScriptedTeacher("ask_all_first"), ScriptedTeacher("just_in_time")]
 

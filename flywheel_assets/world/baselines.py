@@ -48,25 +48,3 @@ class RandomPolicy:
         return {"role": "assistant", "content": None,
                 "tool_calls": [{"id": f"r{len(request.messages)}", "type": "function",
                                 "function": {"name": tool["name"], "arguments": arguments}}]}
-
-
-class FlakyTeacher:
-    """The scripted teacher, except on a deterministic share of instances where it skips
-    asking for the hidden facts and reports straight away: a policy that fails on purpose,
-    so tests and quick looks have failures to turn into hard samples."""
-
-    def __init__(self, fail_share: float = 0.5, seed: int = 0):
-        from flywheel_training.policies.scripted import ScriptedTeacher
-
-        self.teacher = ScriptedTeacher()
-        self.fail_share = fail_share
-        self.seed = seed
-        self.name = f"flaky-teacher-{fail_share:g}"
-
-    def fails_on(self, instance_id: str, sample: int) -> bool:
-        return random.Random(stable_id("flaky", self.seed, instance_id, sample)).random() < self.fail_share
-
-    def generate(self, requests: Sequence[PolicyRequest]) -> list[Message]:
-        return [{"role": "assistant", "content": "I have taken care of it. Your request is complete."}
-                if self.fails_on(r.instance.instance_id, r.sample) else self.teacher.next_message(r)
-                for r in requests]

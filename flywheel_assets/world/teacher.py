@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import random
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -20,7 +21,7 @@ from flywheel_assets.world.domains import get_domain
 from flywheel_assets.world.rollout import PolicyRequest
 from flywheel_assets.world.rubric import call_events, same_args
 from flywheel_assets.world.synthesis import render_value
-from flywheel_assets.world.tasks import Message, PathStep
+from flywheel_assets.world.tasks import Message, PathStep, stable_id
 
 STRATEGIES = ("ask_all_first", "just_in_time")
 
@@ -95,3 +96,23 @@ class ScriptedTeacher:
                     return {"role": "assistant", "content": step.text}
         # Everything is done and the user is still talking (pushing back): hold the line.
         return {"role": "assistant", "content": final.text if final else "I have transferred you to a human agent."}
+
+
+class FlakyTeacher:
+    """The scripted teacher, except on a deterministic share of instances where it skips
+    asking for the hidden facts and reports straight away: a policy that fails on purpose,
+    so tests and quick looks have failures to turn into hard samples."""
+
+    def __init__(self, fail_share: float = 0.5, seed: int = 0):
+        self.teacher = ScriptedTeacher()
+        self.fail_share = fail_share
+        self.seed = seed
+        self.name = f"flaky-teacher-{fail_share:g}"
+
+    def fails_on(self, instance_id: str, sample: int) -> bool:
+        return random.Random(stable_id("flaky", self.seed, instance_id, sample)).random() < self.fail_share
+
+    def generate(self, requests: Sequence[PolicyRequest]) -> list[Message]:
+        return [{"role": "assistant", "content": "I have taken care of it. Your request is complete."}
+                if self.fails_on(r.instance.instance_id, r.sample) else self.teacher.next_message(r)
+                for r in requests]
