@@ -2,7 +2,7 @@
 base against the same cold start from the pretrained base (``flywheel_training/pretrain.py``).
 
 Both arms build the embedded model from the same config except the pretraining steps, then
-run the same SFT (the round defaults of ``rounds.RoundTrainingConfig``: teacher solutions of
+run the same SFT (the round defaults of ``config.TrainingConfig``: teacher solutions of
 one round's instances, renamed-id copies, fixed steps) and are measured on the held-out set:
 
 - call accuracy: at every tool call of the teacher's held-out solutions, given the
@@ -36,7 +36,7 @@ from flywheel_training.data import tools_for, trajectory_rows  # noqa: E402
 from flywheel_training.evals.heldout import evaluate  # noqa: E402
 from flywheel_training.policies.local import GenerationSettings, LocalTransformersPolicy  # noqa: E402
 from flywheel_assets.world.teacher import ScriptedTeacher  # noqa: E402
-from flywheel_training.rounds import RoundTrainingConfig  # noqa: E402
+from flywheel_training.config import TrainingConfig  # noqa: E402
 from flywheel_training.sft import SFTRunConfig, train_sft  # noqa: E402
 from flywheel_training.tiny import TinyConfig, build_tiny  # noqa: E402
 
@@ -81,12 +81,12 @@ def run_arm(name: str, tiny: TinyConfig, rows: list[dict[str, Any]], heldout: li
     started = time.perf_counter()
     base = build_tiny(out / name / "base", tiny)
     built = time.perf_counter() - started
-    defaults = RoundTrainingConfig()
+    defaults = TrainingConfig()
     trained = train_sft(base, rows, out / name / "sft", SFTRunConfig(
         learning_rate=defaults.sft_learning_rate, max_steps=steps, per_device_train_batch_size=defaults.batch_size,
         id_augment=defaults.id_augment, logging_steps=100))
     policy = LocalTransformersPolicy(out / name / "sft", settings=GenerationSettings(max_new_tokens=80))
-    result = evaluate(policy, heldout, trials=1, max_turns=12)
+    result = evaluate(policy, heldout, trials=1, max_turns=pipeline.RoundConfig().max_turns)
     return {"arm": name, "build_s": round(built, 1), "train_s": trained.seconds, "final_loss": trained.final_loss,
             **call_accuracy(policy, heldout, solutions),
             **{row["group"]: round(row["pass^1"], 3) for row in result.rows if not row["group"].startswith("domain")},
@@ -96,7 +96,7 @@ def run_arm(name: str, tiny: TinyConfig, rows: list[dict[str, Any]], heldout: li
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=".flywheel/cold_start")
-    parser.add_argument("--steps", type=int, default=RoundTrainingConfig().sft_max_steps)
+    parser.add_argument("--steps", type=int, default=TrainingConfig().sft_steps)
     parser.add_argument("--tasks-per-domain", type=int, default=12)
     args = parser.parse_args()
     out = Path(args.out)

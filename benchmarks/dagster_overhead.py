@@ -62,7 +62,8 @@ def plain_with_warehouse(knobs: dict, policy_name: str, store: Warehouse) -> Non
 
 
 def through_dagster(knobs: dict, policy_name: str, store: Warehouse, instance: DagsterInstance) -> None:
-    config = run_config(warehouse=str(store.path), policy=policy_name, log_level="ERROR", **knobs)
+    config = run_config(overrides={"warehouse": {"path": str(store.path)}, "policy": {"name": policy_name},
+                         "round_config": knobs}, log_level="ERROR")
     [outcome] = materialize_rounds(instance, ["r000"], config, store, report=lambda _: None, train=False)
     if not outcome.success:
         raise RuntimeError(outcome.error)

@@ -1,8 +1,8 @@
 """Does aiming at failures help? The flywheel against a control with the same budget.
 
 Both arms run the same complete rounds on the embedded default (same seeds, same held-out
-set, the same training steps per round: the time budgets are lifted so that step counts,
-not the machine's speed, decide how much each checkpoint trains). They differ only in the
+set, the same training steps per round: training runs by step count, so the machine's
+speed never decides how much a checkpoint trains). They differ only in the
 hard-samples stage: the flywheel augments the instances the policy failed; the control
 augments as many instances drawn uniformly from the round, failed or not
 (``hard_sample_parents=uniform``), so the next round gets the same number of new
@@ -30,7 +30,6 @@ from flywheel_assets.runner import run_rounds
 from flywheel_assets.store import Warehouse
 
 ARMS = {"flywheel": "failures", "control": "uniform"}
-STEP_BUDGET = {"sft_seconds": 10**6, "rft_seconds": 10**6, "grpo_seconds": 10**6}
 
 
 def run_arm(home: Path, rounds: int, parents: str, knobs: dict[str, Any], base: Path
@@ -40,7 +39,7 @@ def run_arm(home: Path, rounds: int, parents: str, knobs: dict[str, Any], base: 
     shutil.copytree(base, home / ".flywheel" / "checkpoints" / base.name)
     started = time.perf_counter()
     outcomes = run_rounds(home, rounds, report=lambda line: print(f"  [{parents}] {line}", flush=True),
-                          hard_sample_parents=parents, training=STEP_BUDGET, log_level="WARNING", **knobs)
+                          overrides={"round_config": {"hard_sample_parents": parents, **knobs}})
     if len(outcomes) != rounds or not all(o.success for o in outcomes):
         failed = next((o for o in outcomes if not o.success), None)
         raise SystemExit(f"the {parents} arm failed: {failed.error if failed else 'no round ran'}")
@@ -72,8 +71,7 @@ def main() -> None:
         print(f"{fly['round']:>6} | {cells[0]:^23} | {cells[1]:^23} | "
               f"{fly['pass_1'] - ctl['pass_1']:+8.3f} {fly['reward_mean'] - ctl['reward_mean']:+8.3f}")
     print(f"wall time: flywheel {seconds['flywheel']:.0f}s, control {seconds['control']:.0f}s")
-    (out / "efficacy.json").write_text(json.dumps({"curves": curves, "seconds": seconds, "knobs": knobs,
-                                                   "budget": STEP_BUDGET}, indent=2, default=str))
+    (out / "efficacy.json").write_text(json.dumps({"curves": curves, "seconds": seconds, "knobs": knobs}, indent=2, default=str))
     print(f"written: {out / 'efficacy.json'}")
 
 

@@ -10,7 +10,7 @@ from dagster import AssetSelection, Definitions, define_asset_job, in_process_ex
 
 from flywheel_assets.assets import DATA_ASSETS, ROUND_ASSETS, eval_tasks
 from flywheel_assets.checks import ASSET_CHECKS
-from flywheel_assets.resources import PolicyResource, RoundConfigResource, TrainingResource, WarehouseResource
+from flywheel_assets.resources import RESOURCES
 from flywheel_assets.sensors import DATA_ROUND_JOB_NAME, ROUND_JOB_NAME, round_advance_sensor
 
 round_job = define_asset_job(
@@ -42,12 +42,8 @@ def build_definitions() -> Definitions:
         # A round's stages form a chain and each is seconds of work: in one process they run
         # without paying the package import (several seconds) once per step.
         executor=in_process_executor,
-        resources={
-            "warehouse": WarehouseResource.from_env(),
-            "policy": PolicyResource.from_env(),
-            "round_config": RoundConfigResource.from_env(),
-            "training": TrainingResource.from_env(),
-        },
+        # one resource per settings group (settings.GROUPS), each read from its FLYWHEEL_* variables
+        resources={key: resource.from_env() for key, resource in RESOURCES.items()},
     )
 
 

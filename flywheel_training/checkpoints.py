@@ -34,6 +34,12 @@ class CheckpointMeta:
     losses: list[float] = field(default_factory=list)
     rewards: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    plan: dict[str, Any] = field(default_factory=dict)  # plan.TrainingPlan as planned, plus what each stage ran
+
+    def reproducible(self) -> dict[str, Any]:
+        """The metadata without what follows the wall clock (seconds, tokens per second): what
+        the warehouse keeps, so the same seed and settings give the same rows on any load."""
+        return _without_timings(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
@@ -42,6 +48,17 @@ class CheckpointMeta:
     def from_dict(cls, data: dict[str, Any]) -> "CheckpointMeta":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+_TIMING_KEYS = {"seconds", "tokens_per_second"}
+
+
+def _without_timings(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if k not in _TIMING_KEYS}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
 
 
 def folder_sha256(path: str | os.PathLike[str]) -> str:

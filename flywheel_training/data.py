@@ -9,13 +9,14 @@ argument dicts of different tools, or schemas of different tools, would come bac
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from flywheel_assets.world.domains import get_domain
+from flywheel_assets.world.domains import DOMAINS, get_domain
 from flywheel_assets.world.tasks import Score, TaskInstance, Trajectory
 from flywheel_training.chat import apply_view, arguments_as_json_strings, prompt_view
 
@@ -88,10 +89,16 @@ def view_rows(rows: Sequence[dict[str, Any]], tokenizer: Any) -> list[dict[str, 
     return out
 
 
-_ID_DIGITS = re.compile(r"(?<=[A-Za-z_])\d{3,}")  # the digits of ids and emails: C123456, ali242@, card_4821
-_LAST4 = re.compile(r'last4":\s*"(\d{4})"')  # card numbers, which stand alone in the user's text
-_PHONE = re.compile(r"\b\d{3}-(\d{4})\b")  # the line part of a phone number
-_BIRTH = re.compile(r'date_of_birth":\s*"(\d{4}-\d{2}-\d{2})"')  # a personal fact like an id; no rule reads it
+@functools.cache
+def id_patterns() -> tuple[tuple[re.Pattern[str], str], ...]:
+    """Where identifiers stand in text, as the domain packs declare them (``Domain.id_patterns``):
+    (compiled regex, "digits" or "date"), each pattern once, over every pack (a conversation
+    does not say which domain it is from, and one pack's pattern never matches another's amounts)."""
+    kinds: dict[str, str] = {}
+    for name in sorted(DOMAINS):
+        for pattern in DOMAINS[name].id_patterns:
+            kinds.setdefault(pattern.regex, pattern.kind)
+    return tuple((re.compile(regex), kind) for regex, kind in kinds.items())
 
 
 def _strings(messages: Sequence[dict[str, Any]]) -> Iterator[str]:
@@ -117,7 +124,8 @@ def _map_strings(messages: Sequence[dict[str, Any]], fn: Any) -> list[dict[str, 
 
 def randomize_ids(messages: Sequence[dict[str, Any]], rng: random.Random) -> list[dict[str, Any]]:
     """The same conversation with the digits of every identifier (ids, email numbers, card
-    numbers) replaced consistently by fresh random digits.
+    numbers; where they stand is declared by the domain packs, see ``id_patterns``) replaced
+    consistently by fresh random digits.
 
     Identifiers are opaque: the teacher's behaviour on the renamed conversation is just as
     right. It is what teaches a small model to copy ids instead of memorising them: without
@@ -127,12 +135,10 @@ def randomize_ids(messages: Sequence[dict[str, Any]], rng: random.Random) -> lis
     """
     messages = [dict(m) for m in messages]
     runs: set[str] = set()
-    births: set[str] = set()
+    births: set[str] = set()  # identifiers that are dates (a date of birth): renamed to another date
     for text in _strings(messages):
-        runs.update(_ID_DIGITS.findall(text))
-        runs.update(_LAST4.findall(text))
-        runs.update(_PHONE.findall(text))
-        births.update(_BIRTH.findall(text))
+        for pattern, kind in id_patterns():
+            (births if kind == "date" else runs).update(pattern.findall(text))
     if not runs and not births:
         return messages
     taken = runs | births

@@ -93,6 +93,7 @@ class GRPOResult:
     groups: list[GroupStat]
     saturated_groups: int
     config: dict[str, Any]
+    stopped_by_budget: bool = False  # the wall-clock safety cap ended it before its steps
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -278,4 +279,5 @@ def train_grpo(
         losses=[float(h["loss"]) for h in history if "loss" in h],
         reward_means=[float(h["reward"]) for h in history if "reward" in h],
         groups=rollouts.groups, saturated_groups=sum(g.saturated for g in rollouts.groups), config=asdict(config),
+        stopped_by_budget=budget.hit,
     )

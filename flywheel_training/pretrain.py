@@ -16,7 +16,7 @@ embedded base is pretrained briefly, offline and on synthetic data, in two stage
    again only copying predicts them; the loss covers the assistant's tokens.
 
 SFT then teaches the task on top of heads that already copy (at a learning rate low
-enough to keep them: see ``rounds.RoundTrainingConfig``).
+enough to keep them: see ``config.TrainingConfig``).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ class SFTRunConfig:
     seed: int = 0
     bf16: bool = False
     gradient_checkpointing: bool = False
-    max_seconds: float | None = None  # a wall-clock budget; training stops cleanly when it runs out
+    max_seconds: float | None = None  # a safety cap on wall clock; hitting it is reported (stopped_by_budget)
     logging_steps: int = 5
     threads: int | None = None  # torch CPU threads; None leaves torch's default
     dtype: str = "float32"  # how to load the model ("bfloat16" for a real Qwen3 on GPU)
@@ -68,72 +68,53 @@ class TrainResult:
         return asdict(self)
 
 
-def _budget_callback(max_seconds: float | None, plan: dict[str, int] | None = None) -> Any:
-    """Keeps training inside ``max_seconds`` of wall clock (a round must fit its time).
-
-    With a ``plan`` (shared with ``budget_schedule``), it re-estimates every few steps how
-    many steps fit, from the pace so far, and shortens the plan: the learning-rate schedule
-    then decays to zero by the end of the budget instead of being cut off at full rate on
-    a machine slower (or busier) than expected. Without one it just stops at the deadline.
-    """
+def _budget_callback(max_seconds: float | None) -> Any:
+    """A safety cap on a stage's wall clock. Training runs by step count (the learning-rate
+    schedule is planned for exactly ``max_steps``), so results never depend on the machine's
+    speed; this only stops a stage that runs away, and ``hit`` tells the caller, which
+    reports it loudly: a capped stage made a model that depends on the machine's load."""
     from transformers import TrainerCallback
 
     class Budget(TrainerCallback):
         def __init__(self) -> None:
             self.started = time.perf_counter()
-            self.mark = 0.0
             self.hit = False
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.started = time.perf_counter()  # dataset preparation is not training time
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            if max_seconds is None:
-                return control
-            elapsed = time.perf_counter() - self.started
-            step = state.global_step
-            if step == 5:
-                self.mark = elapsed  # the first steps are slower (allocation): pace is measured after them
-            if plan is not None and plan.get("total") and step >= 15 and step % 5 == 0:
-                pace = (elapsed - self.mark) / (step - 5)
-                affordable = 5 + int((max_seconds - self.mark) / pace)
-                if affordable < plan["total"]:
-                    plan["total"] = max(step + 1, affordable)
-            if elapsed > max_seconds or (plan is not None and plan.get("total") and step >= plan["total"]):
-                self.hit = self.hit or step < state.max_steps
+            if max_seconds is not None and time.perf_counter() - self.started > max_seconds:
+                self.hit = self.hit or state.global_step < state.max_steps
                 control.should_training_stop = True
             return control
 
     return Budget()
 
 
-def budget_schedule(base: type) -> type:
-    """``base`` (a TRL trainer class) whose cosine schedule ends at ``self.plan["total"]``,
-    a step count the budget callback may lower while training runs."""
+def planned_cosine_schedule(base: type) -> type:
+    """``base`` (a TRL trainer class) with the project's cosine schedule over exactly the
+    planned steps: linear warm-up from (1/(w+1)), then cosine to zero at the last step."""
     import math
 
     from torch.optim.lr_scheduler import LambdaLR
 
-    class BudgetSchedule(base):  # type: ignore[misc, valid-type]
-        plan: dict[str, int] | None = None
-
+    class PlannedCosineSchedule(base):  # type: ignore[misc, valid-type]
         def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
-            if self.plan is None or self.lr_scheduler is not None or self.args.lr_scheduler_type != "cosine":
+            if self.lr_scheduler is not None or self.args.lr_scheduler_type != "cosine":
                 return super().create_scheduler(num_training_steps, optimizer)
-            plan = self.plan
-            plan["total"] = min(plan.get("total") or num_training_steps, num_training_steps)
             warmup = self.args.get_warmup_steps(num_training_steps)
 
             def factor(step: int) -> float:
                 if step < warmup:
                     return (step + 1) / (warmup + 1)
-                progress = (step - warmup) / max(1, plan["total"] - warmup)
+                progress = (step - warmup) / max(1, num_training_steps - warmup)
                 return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
             self.lr_scheduler = LambdaLR(optimizer or self.optimizer, factor)
             return self.lr_scheduler
 
-    return BudgetSchedule
+    return PlannedCosineSchedule
 
 
 def report_progress(trainer: Any, progress: Callable[[dict[str, Any]], None] | None) -> None:
@@ -245,12 +226,10 @@ def train_sft(
     )
     settings.update(config.extra)  # extra wins: GPU runs may change any default here
     args = SFTConfig(**settings)
-    plan: dict[str, int] = {}
-    budget = _budget_callback(config.max_seconds, plan)
-    trainer_class = budget_schedule(plain_loss_trainer(SFTTrainer) if config.plain_loss else SFTTrainer)
+    budget = _budget_callback(config.max_seconds)
+    trainer_class = planned_cosine_schedule(plain_loss_trainer(SFTTrainer) if config.plain_loss else SFTTrainer)
     trainer = trainer_class(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          callbacks=[budget])
-    trainer.plan = plan
     report_progress(trainer, progress)
     train_tokens = int(sum(len(ids) for ids in trainer.train_dataset["input_ids"]))
     started = time.perf_counter()

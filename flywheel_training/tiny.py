@@ -233,11 +233,36 @@ def _config_json(config: TinyConfig) -> str:
     return json.dumps(asdict(config), indent=2, sort_keys=True) + "\n"
 
 
+def domains_content(domains: Sequence[str] = ()) -> str:
+    """Everything of the domain packs that the tokenizer corpus is made from (``domains``, or
+    every pack): each pack's declared content (system prompt with its policy, tool schemas,
+    slots, template phrasings) and the source of its module and of the modules every pack
+    shares (world generators, tools and builders live in code)."""
+    import inspect
+    import json
+
+    from flywheel_assets.world import domains as package
+    from flywheel_assets.world.domains import DOMAINS, base, kit, names
+
+    parts: list[Any] = [inspect.getsource(m) for m in (package, base, kit, names)]
+    for name in sorted(domains or DOMAINS):
+        d = DOMAINS[name]
+        parts.append({"name": d.name, "system_prompt": d.system_prompt(),
+                      "tools": [s.openai_schema() for s in d.tool_specs],
+                      "slots": {s.name: list(s.synonyms) for s in d.slots},
+                      "templates": {t.name: list(t.phrasings) for t in d.templates},
+                      "source": inspect.getsource(inspect.getmodule(d.generate_world))})  # type: ignore[arg-type]
+    return json.dumps(parts, sort_keys=True)
+
+
 def config_digest(config: TinyConfig) -> str:
-    """12 hex digits that change whenever any field of ``config`` does."""
+    """12 hex digits that change whenever any field of ``config`` does, or the domain packs
+    its tokenizer corpus covers: a changed or added domain must rebuild a base whose
+    tokenizer has seen it."""
     import hashlib
 
-    return hashlib.sha256(_config_json(config).encode()).hexdigest()[:12]
+    text = _config_json(config) + domains_content(config.domains)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def main() -> None:

@@ -42,7 +42,7 @@ def test_each_operator_makes_a_solvable_harder_variant(operator, failed):
 
 
 def test_augmentation_records_ids_parents_and_operators(failed):
-    report = augment_failures(failed, round_key="r000", seed=1, solvers=default_solvers(), per_failure=3)
+    report = augment_failures(failed, round_key="r000", seed=1, solvers=default_solvers(), per_failure=3, max_turns=30)
     counts = report.counts()
     assert counts["failures"] == len(failed) and counts["kept"] > 0
     parents = {inst.instance_id for inst, _ in failed}
@@ -52,7 +52,7 @@ def test_augmentation_records_ids_parents_and_operators(failed):
         assert variant.meta["operator"] in OPERATORS
     assert {r["operator"] for r in report.records} <= set(OPERATORS)
     assert all(r["reason"] for r in report.records if not r["kept"])
-    again = augment_failures(failed, round_key="r000", seed=1, solvers=default_solvers(), per_failure=3)
+    again = augment_failures(failed, round_key="r000", seed=1, solvers=default_solvers(), per_failure=3, max_turns=30)
     assert [v.to_json() for v in again.variants] == [v.to_json() for v in report.variants]
 
 
@@ -110,14 +110,14 @@ def test_the_uniform_control_augments_as_many_parents_drawn_regardless_of_failur
     failed = {s.instance_id for s in scores if not s.success}
     assert 0 < len(failed) < len(instances)
     targeted = pipeline.hard_samples(config, "r000", instances, trajectories, scores, policy.name)
-    control = pipeline.hard_samples(dataclasses.replace(config, hard_sample_parents="uniform"), "r000", instances,
+    control = pipeline.hard_samples(config.replace(hard_sample_parents="uniform"), "r000", instances,
                                     trajectories, scores, policy.name)
     targeted_parents = {r["parent_id"] for r in targeted.records}
     control_parents = {r["parent_id"] for r in control.records}
     assert targeted_parents == failed
     assert len(control_parents) == len(failed) and control_parents - failed  # same budget, not aimed at failures
     with pytest.raises(ValueError, match="hard_sample_parents"):
-        pipeline.hard_samples(dataclasses.replace(config, hard_sample_parents="hardest"), "r000", instances,
+        pipeline.hard_samples(config.replace(hard_sample_parents="hardest"), "r000", instances,
                               trajectories, scores, policy.name)
 
 

@@ -7,7 +7,7 @@ import random
 import jsonschema
 import pytest
 
-from flywheel_assets.world.domains import DOMAINS
+from flywheel_assets.world.domains import DOMAINS, banking, retail, telecom, travel
 from flywheel_assets.world.rollout import run_rollouts
 from flywheel_assets.world.rubric import score
 from flywheel_assets.world.synthesis import placeholders, seed_instances
@@ -33,6 +33,36 @@ def test_domain_declares_tools_policy_slots_and_templates(name):
     for template in domain.templates:
         assert len(template.phrasings) >= 3
         assert any(not (set(placeholders(p)) & slot_names) for p in template.phrasings), template.name
+
+
+def _quoted(values):
+    return [f'"{value}"' for value in values]
+
+
+# What each policy document must state as the pack's tools enforce it: the document is prose
+# (policies/<pack>.md), so a changed fee, limit or allowed value must be changed there too.
+POLICY_FACTS = {
+    "retail": _quoted(retail.CANCEL_REASONS),
+    "telecom": [", ".join(map(str, sorted(telecom.TOPUP_PRICES)[:-1])) + f" or {max(telecom.TOPUP_PRICES)} GB",
+                *telecom.SUSPEND_REASONS],
+    "travel": [f"The current date is {travel.TODAY.isoformat()}.", *_quoted(travel.CANCEL_REASONS),
+               f"a fee of ${travel.CANCEL_FEE_PER_PASSENGER:.0f} per passenger",
+               "(" + ", ".join(f"{cabin} {travel.FREE_BAGS[cabin]}" for cabin in travel.CABINS) + ")",
+               "(" + ", ".join(f"{tier} {n} more" for tier, n in travel.TIER_BAGS.items() if n) + ")",
+               f"costs ${travel.BAG_FEE:.0f}; at most {travel.MAX_BAGS_PER_PASSENGER} checked bags per passenger",
+               f"insurance costs ${travel.INSURANCE_PER_PASSENGER:.0f} per passenger"],
+    "banking": ["(" + ", ".join(f"{tier} {limit:.0f}" for tier, limit in banking.DAILY_LIMITS.items()) + ")",
+                *_quoted(banking.REPLACE_REASONS), *_quoted(banking.DISPUTE_REASONS)],
+}
+
+
+@pytest.mark.parametrize("name", DOMAIN_NAMES)
+def test_policy_document_states_the_values_the_tools_enforce(name):
+    policy = DOMAINS[name].policy
+    assert not policy.endswith("\n") and policy.startswith("- ")  # the file's final newline is not policy
+    flowing = " ".join(policy.split())  # the document wraps its lines anywhere
+    missing = [fact for fact in POLICY_FACTS[name] if fact not in flowing]
+    assert not missing, f"policies/{name}.md does not state {missing}"
 
 
 @pytest.mark.parametrize("name", DOMAIN_NAMES)

@@ -26,8 +26,8 @@ def heldout():
 
 
 def test_teacher_passes_everything_and_do_nothing_nothing(heldout):
-    best = evaluate(ScriptedTeacher(), heldout, trials=2)
-    worst = evaluate(DoNothingPolicy(), heldout, trials=2)
+    best = evaluate(ScriptedTeacher(), heldout, trials=2, max_turns=pipeline.RoundConfig().max_turns)
+    worst = evaluate(DoNothingPolicy(), heldout, trials=2, max_turns=pipeline.RoundConfig().max_turns)
     assert best.overall()["pass^1"] == 1.0 and best.overall()["pass^2"] == 1.0
     assert worst.overall()["pass^1"] == 0.0 and worst.overall()["reward_mean"] == 0.0
     groups = {r["group"] for r in best.rows}
@@ -35,5 +35,5 @@ def test_teacher_passes_everything_and_do_nothing_nothing(heldout):
 
 
 def test_pass_k_falls_with_k_for_an_inconsistent_policy(heldout):
-    result = evaluate(FlakyTeacher(fail_share=0.3), heldout, trials=3).overall()
+    result = evaluate(FlakyTeacher(fail_share=0.3), heldout, trials=3, max_turns=pipeline.RoundConfig().max_turns).overall()
     assert 0.0 < result["pass^3"] < result["pass^1"] < 1.0

@@ -120,3 +120,33 @@ def test_teacher_failure_is_discarded_with_a_reason():
     trajectory = run_rollouts([inst], ScriptedTeacher(), max_turns=3)[0]
     verdict = align_with_teacher(inst, trajectory, score(inst, trajectory))
     assert verdict["verdict"] == "DISCARD" and "max_turns" in verdict["reason"]
+
+
+def test_unknown_check_type_is_a_clear_error_naming_the_known_types():
+    import pytest
+
+    from flywheel_assets.world.rubric_checks import CHECKS
+
+    inst = _instances("cancel_order")[0]
+    trajectory = run_rollouts([inst], ScriptedTeacher())[0]
+    broken = dataclasses.replace(inst, rubric=dataclasses.replace(inst.rubric, items=[
+        dataclasses.replace(inst.rubric.items[0], check={"type": "smelled_right"})]))
+    with pytest.raises(ValueError, match="unknown rubric check type 'smelled_right'; known: ") as raised:
+        score(broken, trajectory)
+    assert all(name in str(raised.value) for name in CHECKS)
+    assert {"called", "termination", "informed"} <= set(CHECKS)  # one registry decides every type the rubric builds
+    assert {i.check["type"] for i in inst.rubric.items} <= set(CHECKS)
+
+
+def test_handing_over_to_a_human_ends_the_episode_and_fails_the_termination_gate():
+    inst = _instances("cancel_order")[0]
+    assert all(i.check["allowed"] == ["user_stop"] for i in inst.rubric.items if i.kind == "termination")
+
+    def transfer_at_once(request, message):
+        return {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_0", "type": "function",
+             "function": {"name": "transfer_to_human_agents", "arguments": json.dumps({"summary": "help"})}}]}
+
+    trajectory, result = _play(inst, EditedTeacher(transfer_at_once))
+    assert trajectory.termination == "transfer"
+    assert result.reward == 0.0 and result.gate and result.gate.startswith("termination")

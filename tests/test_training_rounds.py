@@ -14,8 +14,7 @@ from flywheel_assets.runner import materialize_eval_tasks, materialize_rounds, r
 from flywheel_assets.store import Warehouse, trace_lineage
 from flywheel_training.checkpoints import folder_sha256
 
-TINY_TRAINING = {"sft_seconds": 60, "sft_max_steps": 6, "rft_seconds": 30, "rft_max_steps": 2, "grpo_seconds": 30,
-                 "grpo_max_steps": 1, "max_new_tokens": 24, "eval_trials": 2, "eval_max_turns": 4,
+TINY_TRAINING = {"sft_steps": 6, "rft_steps": 2, "grpo_steps": 1, "max_new_tokens": 24, "eval_trials": 2,
                  "base_induction_steps": 4, "base_recall_steps": 4}
 
 
@@ -30,10 +29,12 @@ def test_round_1_without_round_0s_checkpoint_fails_naming_it(tmp_path):
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("trained")
     store = Warehouse(root / "warehouse.duckdb")
-    config = run_config(warehouse=str(store.path), policy="embedded", log_level="WARNING",
-                        training={**TINY_TRAINING, "checkpoint_dir": str(root / "checkpoints")},
-                        tasks_per_domain=1, rollouts_per_instance=2, max_turns=4, eval_per_domain=1,
-                        backtranslated_per_tree=1)
+    config = run_config(overrides={"warehouse": {"path": str(store.path)}, "policy": {"name": "embedded"},
+                         "training": {**TINY_TRAINING, "checkpoint_dir": str(root / "checkpoints")},
+                         "round_config": {"tasks_per_domain": 1, "rollouts_per_instance": 2, "max_turns": 8,
+                                          "eval_per_domain": 1, "backtranslated_per_tree": 1},
+                         "external_eval": {"enabled": True, "benchmarks": "bfcl", "bfcl_categories": "base",
+                                           "external_limit": 1}}, log_level="WARNING")
     instance = DagsterInstance.ephemeral()
     assert materialize_eval_tasks(instance, config, report=lambda _: None)
     outcomes = materialize_rounds(instance, ["r000", "r001"], config, store, report=lambda _: None, train=True)
@@ -46,8 +47,11 @@ def test_each_round_trains_a_checkpoint_from_the_previous_one(trained):
     [first] = store.read_round("policy_checkpoints", "r000")
     [second] = store.read_round("policy_checkpoints", "r001")
     assert first["kind"] == "sft" and first["base_checkpoint"] is None and first["base_sha256"]
-    # what ran depends on the round's data (see test_training's order test): GRPO needs groups, RFT successes
-    assert second["base_checkpoint"] == first["checkpoint_id"] and second["kind"] in ("grpo+rft", "grpo", "rft")
+    # training runs by step count: every planned stage of the continuation ran, GRPO first
+    assert second["base_checkpoint"] == first["checkpoint_id"] and second["kind"] == "grpo+rft"
+    assert [(s["stage"], s["steps"]) for s in first["plan"]["stages"]] == [("sft", 6)]
+    assert [(s["stage"], s["steps"], s.get("cut_by_time_cap")) for s in second["plan"]["executed"]] == [
+        ("grpo", 1, False), ("rft", 2, False)]
     for row in (first, second):
         assert folder_sha256(row["path"]) == row["checkpoint_id"]
         assert (Path(row["path"]) / "config.json").exists()
@@ -80,16 +84,41 @@ def test_each_round_is_evaluated_on_the_held_out_set_after_the_base(trained):
 
 
 def test_round_rollouts_and_held_out_trials_sample_at_their_temperatures(trained, tmp_path):
-    from flywheel_assets.store.rows import trajectories_from_rows
+    from flywheel_assets.assets.stage8_evaluation import _evaluate
+    from flywheel_assets.store.rows import instances_from_rows, trajectories_from_rows
 
     _, store = trained
     groups: dict[str, set[str]] = {}
     for t in trajectories_from_rows(r for r in store.read_round("rollouts", "r001") if r["role"] == "policy"):
         groups.setdefault(t.instance_id, set()).add(str(t.messages))
     assert any(len(texts) > 1 for texts in groups.values())  # greedy decoding would make every pair identical
-    training = TrainingResource(checkpoint_dir=str(tmp_path), eval_temperature=0.25)
-    path = Path(store.read_round("policy_checkpoints", "r000")[0]["path"])
-    assert training.load_policy(path, "greedy").settings.temperature == 0.0
-    assert training.load_policy(path, "eval", temperature=0.25).settings.temperature == 0.25
+    # The evaluation's trials follow eval_temperature: greedy trials of a task are one episode
+    # played twice, sampled ones are not.
+    [checkpoint] = store.read_round("policy_checkpoints", "r000")
+    heldout = instances_from_rows(store.read_round("eval_tasks", "eval"))
+
+    def trials(temperature: float) -> list[set[str]]:
+        training = TrainingResource(checkpoint_dir=str(tmp_path), eval_temperature=temperature, eval_trials=2,
+                                    max_new_tokens=24)
+        result = _evaluate(training, checkpoint["path"], checkpoint["checkpoint_id"], heldout[:6], 4)
+        by_task: dict[str, set[str]] = {}
+        for t in result.trajectories:
+            by_task.setdefault(t.instance_id, set()).add(str(t.messages))
+        return list(by_task.values())
+
+    assert all(len(texts) == 1 for texts in trials(0.0))
+    assert any(len(texts) > 1 for texts in trials(1.0))
     with pytest.raises(ValueError, match="temperature must be >= 0"):
-        training.load_policy(path, "bad", temperature=-1.0)
+        TrainingResource(checkpoint_dir=str(tmp_path)).load_policy(Path(checkpoint["path"]), "bad", temperature=-1.0)
+
+
+def test_each_round_plays_the_external_benchmark_it_is_asked_to(trained):
+    _, store = trained
+    for round_key in ("r000", "r001"):
+        [checkpoint] = store.read_round("policy_checkpoints", round_key)
+        [row] = store.read_round("external_evaluations", round_key)
+        assert (row["benchmark"], row["category"], row["metric"], row["entries"], row["checkpoint_id"]) == (
+            "bfcl", "base", "accuracy", 1, checkpoint["checkpoint_id"])
+        assert 0.0 <= row["value"] <= 1.0 and row["model"] == f"embedded:{checkpoint['checkpoint_id'][:12]}"
+    edges = store.records("SELECT relation, parent_id FROM lineage WHERE relation LIKE 'external_evaluation_of:%'")
+    assert {e["relation"] for e in edges} == {"external_evaluation_of:bfcl"} and len(edges) == 2

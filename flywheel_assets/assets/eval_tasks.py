@@ -16,16 +16,20 @@ from flywheel_assets.world import pipeline
 EVAL_GROUP = "held_out"
 
 
+def heldout_config(round_settings: pipeline.RoundConfig) -> pipeline.RoundConfig:
+    """The held-out set's synthesis: its own seed and size, one branch per tree, half of the
+    branches adversarial, so every phase is represented."""
+    return round_settings.replace(seed=round_settings.eval_seed, tasks_per_domain=round_settings.eval_per_domain,
+                                  backtranslated_per_tree=1, adversarial_share=0.5)
+
+
 @asset(group_name=EVAL_GROUP, kinds={"python", "duckdb"})
 def eval_tasks(context: AssetExecutionContext, warehouse: WarehouseResource,
                round_config: RoundConfigResource) -> MaterializeResult:
     """Held-out evaluation instances (round 'eval'): never trained on, the same every time
     for the same seed, so checkpoints of different rounds are compared on one set."""
     started = time.perf_counter()
-    knobs = round_config.checked()
-    config = pipeline.RoundConfig(seed=knobs.eval_seed, domains=knobs.domain_names(),
-                                  tasks_per_domain=knobs.eval_per_domain, backtranslated_per_tree=1,
-                                  adversarial_share=0.5)
+    config = heldout_config(round_config.round_config())
     batch = pipeline.seed_tasks(config, EVAL_ROUND)
     instances = pipeline.task_instances(config, EVAL_ROUND, batch, pipeline.behavior_trees(batch.tasks))
     by_domain = Counter(i.domain for i in instances)

@@ -1,6 +1,7 @@
-"""Stage 7: train this round's checkpoint on what the round produced (round 0: SFT cold
-start on the teacher's solutions; later: rejection-sampled fine-tuning plus GRPO on the
-rubric reward). The model is a folder on disk; the warehouse row holds its metadata."""
+"""Stage 7: train this round's checkpoint on what the round produced, as ``plan.plan_round``
+decides (round 0: SFT cold start on the teacher's solutions; later: GRPO on the round's own
+groups, then rejection-sampled fine-tuning). The model is a folder on disk; the warehouse row
+holds its metadata and the plan."""
 
 import time
 
@@ -8,9 +9,10 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from flywheel_assets.assets.checkpoint_source import checkpoint_for_round
 from flywheel_assets.assets.common import ROUND_GROUP, round_to, write_stage
-from flywheel_assets.partitions import rounds_partitions
+from flywheel_assets.partitions import previous_round, rounds_partitions
 from flywheel_assets.resources import PolicyResource, TrainingResource, WarehouseResource
-from flywheel_assets.store.rows import instances_from_rows, json_text, scores_from_rows, trajectories_from_rows
+from flywheel_assets.store.rows import instances_from_rows, scores_from_rows, trajectories_from_rows
+from flywheel_training.plan import plan_round
 from flywheel_training.rounds import train_round
 
 
@@ -30,27 +32,38 @@ def policy_checkpoint(context: AssetExecutionContext, warehouse: WarehouseResour
     last_log = [0.0]
 
     def progress(logs: dict) -> None:
-        if time.monotonic() - last_log[0] > 10:
+        if "warning" in logs:
+            context.log.warning(logs["warning"])
+        elif time.monotonic() - last_log[0] > 10:
             last_log[0] = time.monotonic()
             context.log.info(f"{round_key} training: " + ", ".join(f"{k}={v}" for k, v in sorted(logs.items())))
 
-    context.log.info(f"{round_key}: training from {previous} ({'cold start' if previous_id is None else 'continued'})")
+    plan = plan_round(round_key, previous_round=previous_round(round_key), config=training.settings())
+    context.log.info(plan.describe())
     meta = train_round(
-        round_key, previous, training.checkpoints() / round_key, cold_start=previous_id is None,
+        plan, previous, training.checkpoints() / round_key,
         instances=instances_from_rows(store.read_round("task_instances", round_key)),
         trajectories=trajectories_from_rows(rollout_rows),
         scores=scores_from_rows(store.read_round("rubric_scores", round_key)),
         hard_samples=instances_from_rows(r for r in store.read_round("hard_samples", round_key) if r["kept"]),
         policy_name=policy_names[0] if policy_names else "", teacher_name=teacher_names[0] if teacher_names else "teacher",
-        config=training.round_config(), progress=progress)
+        config=training.settings(), progress=progress)
+    executed = meta.plan.get("executed", [])
+    capped = [r["stage"] for r in executed if r.get("cut_by_time_cap")]
     row = {"checkpoint_id": meta.sha256, "path": meta.path, "kind": meta.kind, "base_checkpoint": previous_id,
            "base_path": meta.base_checkpoint, "base_sha256": meta.base_sha256,
            "policy": policy_names[0] if policy_names else None, "data_counts": meta.data_counts,
-           "losses": meta.losses, "rewards": meta.rewards, "meta": json_text(meta)}
-    figures = {"train_seconds": round_to(meta.metrics.get("seconds", 0.0)),
+           "losses": meta.losses, "rewards": meta.rewards, "meta": meta.reproducible(), "plan": meta.plan}
+    figures = {"train_seconds": round_to(sum(float(m.get("seconds", 0.0)) for m in meta.metrics.values()
+                                              if isinstance(m, dict))),
                "final_loss": round_to(meta.losses[-1]) if meta.losses else 0.0,
+               "time_cap_hit": len(capped),
+               **{f"{r['stage']}_steps": int(r.get("steps", 0)) for r in executed},
                **{k: int(v) for k, v in meta.data_counts.items()}}
     return write_stage(context, warehouse, "policy_checkpoints", round_key, [row], figures, started,
                        {"path": MetadataValue.path(meta.path), "sha256": MetadataValue.text(meta.sha256),
                         "kind": MetadataValue.text(meta.kind),
-                        "base": MetadataValue.text(previous_id or f"built base {meta.base_sha256[:12]}")})
+                        "base": MetadataValue.text(previous_id or f"built base {meta.base_sha256[:12]}"),
+                        "plan": MetadataValue.json(meta.plan),
+                        **({"time_cap_hit": MetadataValue.text(f"CUT by the wall-clock cap: {', '.join(capped)}")}
+                           if capped else {})})

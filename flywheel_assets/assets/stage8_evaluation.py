@@ -9,7 +9,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from flywheel_assets.assets.common import ROUND_GROUP, round_to, write_stage
 from flywheel_assets.partitions import rounds_partitions
-from flywheel_assets.resources import TrainingResource, WarehouseResource
+from flywheel_assets.resources import RoundConfigResource, TrainingResource, WarehouseResource
 from flywheel_assets.store.rows import instances_from_rows
 from flywheel_assets.store.schema import EVAL_ROUND
 from flywheel_assets.world.tasks import TaskInstance
@@ -18,8 +18,8 @@ from flywheel_training.evals.heldout import EvalResult, evaluate
 
 @asset(partitions_def=rounds_partitions, group_name=ROUND_GROUP, deps=["policy_checkpoint", "eval_tasks"],
        kinds={"pytorch", "duckdb"})
-def evaluation(context: AssetExecutionContext, warehouse: WarehouseResource,
-               training: TrainingResource) -> MaterializeResult:
+def evaluation(context: AssetExecutionContext, warehouse: WarehouseResource, training: TrainingResource,
+               round_config: RoundConfigResource) -> MaterializeResult:
     """Evaluation: held-out pass^1 / pass^k / mean reward of this round's checkpoint (and,
     in r000, of the base it started from, before any task training)."""
     started = time.perf_counter()
@@ -39,7 +39,7 @@ def evaluation(context: AssetExecutionContext, warehouse: WarehouseResource,
     for subject, checkpoint_id, path in subjects:
         context.log.info(f"{round_key}: evaluating the {subject} {path} on {len(heldout)} held-out tasks "
                          f"× {k} trials (temperature {training.eval_temperature})")
-        result = _evaluate(training, path, checkpoint_id, heldout)
+        result = _evaluate(training, path, checkpoint_id, heldout, round_config.round_config().max_turns)
         rows += [{"evaluation_id": f"{checkpoint_id[:16]}:{r['group']}", "checkpoint_id": checkpoint_id,
                   "group_name": r["group"], "tasks": r["tasks"], "trials": k, "pass_1": r["pass^1"],
                   "pass_k": r[f"pass^{k}"], "reward_mean": r["reward_mean"], "row": r, "subject": subject}
@@ -51,9 +51,10 @@ def evaluation(context: AssetExecutionContext, warehouse: WarehouseResource,
                        {"table": tables["checkpoint"], **{f"{s}_table": t for s, t in tables.items() if s != "checkpoint"}})
 
 
-def _evaluate(training: TrainingResource, path: str, checkpoint_id: str, heldout: list[TaskInstance]) -> EvalResult:
+def _evaluate(training: TrainingResource, path: str, checkpoint_id: str, heldout: list[TaskInstance],
+              max_turns: int) -> EvalResult:
     policy = training.load_policy(path, f"embedded:{checkpoint_id[:12]}", temperature=training.eval_temperature)
-    return evaluate(policy, heldout, trials=training.eval_trials, max_turns=training.eval_max_turns)
+    return evaluate(policy, heldout, trials=training.eval_trials, max_turns=max_turns)
 
 
 def _figures(result: EvalResult, k: int, prefix: str) -> dict[str, float]:

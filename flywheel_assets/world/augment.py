@@ -18,7 +18,7 @@ from typing import Any
 from flywheel_assets.world.backtranslate import ESCALATIONS, backtranslate_tree, make_adversarial
 from flywheel_assets.world.behavior_tree import expand_tree, linear_tree
 from flywheel_assets.world.domains import get_domain
-from flywheel_assets.world.rollout import BatchPolicy, run_rollouts
+from flywheel_assets.world.rollout import BackendFactory, BatchPolicy, UserFactory, make_caches, run_rollouts
 from flywheel_assets.world.rubric import score
 from flywheel_assets.world.synthesis import (
     SynthesisError,
@@ -129,7 +129,7 @@ def combine_tasks(inst: TaskInstance, rng: random.Random) -> TaskInstance:
             context={**first.context, **draft.context},
             required_slots=required_slots(workflow, [*(first.required_slots), *draft.requires]),
             world=first.world, outcome=first.outcome + [_shift(s, offset) for s in draft.outcome],
-            seed=first.seed, ends_with="inform")
+            seed=first.seed)
         try:
             path_hidden = [s for s in task.required_slots if s not in inst.known_context]
             path, final = expected_path(domain, task, path_hidden)
@@ -182,12 +182,15 @@ def choose_operators(failed: Score, rng: random.Random, count: int) -> list[str]
     return (preferred + rest)[:count]
 
 
-def consistency_filter(variants: Sequence[TaskInstance], solvers: Sequence[BatchPolicy], *, max_turns: int
+def consistency_filter(variants: Sequence[TaskInstance], solvers: Sequence[BatchPolicy], *, max_turns: int,
+                       user_factory: UserFactory | None = None, backend_for: BackendFactory | None = None
                        ) -> list[tuple[bool, str]]:
-    """Keep a variant only if every solver solves it and all reach the same final world."""
+    """Keep a variant only if every solver solves it and all reach the same final world.
+    ``user_factory`` / ``backend_for``: the round's LLM user / tools (default procedural)."""
     if len(solvers) < 2:
         raise ValueError("the consistency filter needs at least two independent solvers")
-    runs = [run_rollouts(variants, solver, max_turns=max_turns) for solver in solvers]
+    runs = [run_rollouts(variants, solver, max_turns=max_turns, caches=make_caches(variants, backend_for),
+                         user_factory=user_factory) for solver in solvers]
     verdicts = []
     for i, variant in enumerate(variants):
         reasons = []
@@ -204,7 +207,9 @@ def consistency_filter(variants: Sequence[TaskInstance], solvers: Sequence[Batch
 
 
 def augment_failures(failed: Sequence[tuple[TaskInstance, Score]], *, round_key: str, seed: int | str,
-                     solvers: Sequence[BatchPolicy], per_failure: int = 2, max_turns: int = 30) -> AugmentReport:
+                     solvers: Sequence[BatchPolicy], max_turns: int, per_failure: int = 2,
+                     user_factory: UserFactory | None = None, backend_for: BackendFactory | None = None
+                     ) -> AugmentReport:
     report = AugmentReport()
     candidates: list[tuple[TaskInstance, str, TaskInstance]] = []
     for inst, result in failed:
@@ -217,7 +222,8 @@ def augment_failures(failed: Sequence[tuple[TaskInstance, Score]], *, round_key:
                                        "kept": False, "reason": f"not applicable: {exc}"})
                 continue
             candidates.append((inst, operator, variant))
-    verdicts = consistency_filter([c[2] for c in candidates], solvers, max_turns=max_turns) if candidates else []
+    verdicts = consistency_filter([c[2] for c in candidates], solvers, max_turns=max_turns, user_factory=user_factory,
+                                  backend_for=backend_for) if candidates else []
     for (inst, operator, variant), (kept, reason) in zip(candidates, verdicts):
         report.records.append({"variant_id": variant.instance_id, "parent_id": inst.instance_id,
                                "operator": operator, "kept": kept, "reason": reason})

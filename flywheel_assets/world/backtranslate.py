@@ -123,8 +123,6 @@ def backtranslate_path(tree: BehaviorTree, task: TaskSpec, path: Sequence[Node],
             steps.append(PathStep(action="refuse", mentions=[reason],
                                   text=f"I'm sorry, I can't do that: our policy requires that {requirement}, "
                                        f"and that is not the case here ({reason})."))
-        elif leaf.kind == "transfer":
-            steps.append(PathStep(action="transfer", tool=domain.transfer_tool, args={"summary": task.goal}))
         elif leaf.kind == "inform":
             mentions = [resolve(src, task.context, [outputs.get(i) for i in range(len(task.workflow))])
                         for src in task.outcome]
@@ -133,12 +131,12 @@ def backtranslate_path(tree: BehaviorTree, task: TaskSpec, path: Sequence[Node],
     if failed_calls:
         raise BacktranslationError(f"{failed_calls[0].tool} fails on the constructed world")
 
-    succeeded = path[-1].kind in ("inform",) or (path[-1].kind == "transfer" and task.ends_with == "transfer")
+    succeeded = path[-1].kind == "inform"
     instruction, stated, hidden = information_deficient(task, rng)
     asked = [s for s in _required_on_path(task, path, succeeded) if s in hidden]
     on_path = {(leaf.tool, leaf.kind) for leaf in path}
     prohibited = sorted({n.tool for n in _all_leaves(tree) if n.tool and (n.tool, n.kind) not in on_path
-                         and (n.tool in domain.write_tools or n.kind == "transfer")})
+                         and n.tool in domain.write_tools})
     extra = [RubricItem(f"prohibited:other_branch:{tool}", "prohibited",
                         f"did not attempt {tool}, which belongs to another branch",
                         {"type": "not_called", "tool": tool, "attempts": True}) for tool in prohibited]

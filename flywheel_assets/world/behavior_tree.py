@@ -4,7 +4,7 @@ path enumeration and rendering (text and Mermaid).
 Node kinds: ``sequence`` (all children in order), ``selector`` (exactly one child applies:
 the fallback chain of τ²-style policies), ``condition`` (a domain condition, or identity
 verification, that holds or — with ``negate`` — fails), ``action`` (a workflow tool call
-template), ``ask`` (hidden slots), ``inform``, ``refuse`` and ``transfer``. Every branch of a
+template), ``ask`` (hidden slots), ``inform`` and ``refuse``. Every branch of a
 selector states its conditions explicitly, so a root-to-leaf path is self-describing.
 """
 
@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flywheel_assets.world.domains import get_domain
-from flywheel_assets.world.domains.base import REPORT, Domain
+from flywheel_assets.world.domains.base import REPORT
 from flywheel_assets.world.tasks import TaskSpec, canonical_json, stable_id
 
 IDENTITY = "identity_verified"
 """The built-in condition every domain has: the verification call found the user."""
 
-LEAF_KINDS = ("condition", "action", "ask", "inform", "refuse", "transfer")
+LEAF_KINDS = ("condition", "action", "ask", "inform", "refuse")
 
 
 @dataclass
@@ -96,30 +96,22 @@ def enumerate_paths(node: Node) -> list[list[Node]]:
     return [[leaf for part in combo for leaf in part] for combo in combos]
 
 
-def _final(task: TaskSpec) -> Node:
-    if task.ends_with == "transfer":
-        return Node("transfer", "transfer to a human agent", tool=get_domain(task.domain).transfer_tool)
-    return Node("inform", "tell the user the outcome")
-
-
 def linear_tree(task: TaskSpec) -> BehaviorTree:
     """Phase 1: the seed workflow as one sequence."""
     children = [Node("ask", "ask for the facts the task needs", slots=list(task.required_slots))]
     children += [Node("action", s.purpose or s.tool, step=i, tool=s.tool) for i, s in enumerate(task.workflow)]
-    children.append(_final(task))
+    children.append(Node("inform", "tell the user the outcome"))
     return BehaviorTree(stable_id("tree", task.task_id, "linear"), task.task_id, task.domain, "linear",
                         Node("sequence", task.goal, children))
 
 
-def _guarded_branches(domain: Domain, conditions: list[tuple[str, str]], success: list[Node]) -> Node:
-    """``selector``: all conditions hold → success; else the first failing one decides."""
+def _guarded_branches(conditions: list[tuple[str, str]], success: list[Node]) -> Node:
+    """``selector``: all conditions hold → success; else the first failing one decides (a refusal)."""
     holds = [Node("condition", desc, condition=name) for name, desc in conditions]
     branches = [Node("sequence", "allowed", holds + success)]
     for k, (name, desc) in enumerate(conditions):
-        otherwise = "refuse" if name == IDENTITY else domain.condition(name).otherwise
         fail = Node("condition", f"not: {desc}", condition=name, negate=True)
-        end = Node(otherwise, f"{otherwise}: not {desc}",
-                   tool=domain.transfer_tool if otherwise == "transfer" else None)
+        end = Node("refuse", f"refuse: not {desc}")
         branches.append(Node("sequence", f"not {desc}", holds[:k] + [fail, end]))
     return Node("selector", "check the policy", branches)
 
@@ -135,7 +127,7 @@ def expand_tree(linear: BehaviorTree, task: TaskSpec) -> BehaviorTree:
     reads = {a.tool for a in actions}
     report_guards = [(c.name, c.description) for c in domain.conditions if REPORT in c.guards and c.read_tool in reads]
     if report_guards and not any(a.tool in domain.write_tools for a in actions):
-        tail = [_guarded_branches(domain, report_guards, tail)]
+        tail = [_guarded_branches(report_guards, tail)]
     # Built inside-out: each guarded write wraps everything after it.
     for index in range(len(actions) - 1, -1, -1):
         action = actions[index]
@@ -144,12 +136,12 @@ def expand_tree(linear: BehaviorTree, task: TaskSpec) -> BehaviorTree:
                   if action.tool in c.guards and c.read_tool in earlier_reads]
         tail = [action] + tail
         if guards:
-            tail = [_guarded_branches(domain, guards, tail)]
+            tail = [_guarded_branches(guards, tail)]
     verify = next((i for i, a in enumerate(actions) if a.tool in domain.verification_tools), None)
     if verify is not None:
         # Everything after the verification call depends on it having found the user.
         head, rest = tail[: verify + 1], tail[verify + 1:]
-        tail = head + [_guarded_branches(domain, [(IDENTITY, "the user's identity is verified")], rest)]
+        tail = head + [_guarded_branches([(IDENTITY, "the user's identity is verified")], rest)]
     root = Node("sequence", task.goal, [ask] + tail)
     return BehaviorTree(stable_id("tree", task.task_id, "expanded", canonical_json(root.to_dict())), task.task_id,
                         task.domain, "expanded", root, parent_ids=[linear.tree_id])
@@ -160,7 +152,7 @@ def render_text(tree: BehaviorTree) -> str:
 
     def visit(node: Node, indent: int) -> None:
         mark = {"sequence": "→", "selector": "?", "condition": "◇", "action": "▶", "ask": "❓",
-                "inform": "✉", "refuse": "✖", "transfer": "☎"}.get(node.kind, "·")
+                "inform": "✉", "refuse": "✖"}.get(node.kind, "·")
         extra = f" [{node.tool}]" if node.kind == "action" else f" {node.slots}" if node.slots else ""
         lines.append(f"{'  ' * indent}{mark} {node.kind}: {node.label}{extra}")
         for child in node.children:

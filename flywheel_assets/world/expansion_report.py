@@ -25,7 +25,7 @@ def expansion_summary(config: pipeline.RoundConfig, policy: BatchPolicy, round_k
     report = pipeline.hard_samples(config, round_key, instances, trajectories, scores, policy.name)
     domain_of = {i.instance_id: i.domain for i in instances}
     rows = []
-    for domain in [*config.domains, "all"]:
+    for domain in [*config.domain_names, "all"]:
         mine = [i for i in instances if domain in ("all", i.domain)]
         expanded = [t for t in trees if t.phase == "expanded" and domain in ("all", t.domain)]
         phases = Counter(i.phase for i in mine)

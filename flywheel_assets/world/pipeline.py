@@ -9,42 +9,88 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import replace
+from typing import Any, ClassVar
+
+from pydantic import field_validator
 
 from flywheel_assets.world.augment import AugmentReport, augment_failures
 from flywheel_assets.world.backtranslate import adversarial_instances, backtranslate_tree
 from flywheel_assets.world.behavior_tree import BehaviorTree, expand_tree, linear_tree
 from flywheel_assets.world.domains import DOMAINS
-from flywheel_assets.world.rollout import BatchPolicy, make_caches, run_rollouts
+from flywheel_assets.world.rollout import BackendFactory, BatchPolicy, UserFactory, make_caches, run_rollouts
+from flywheel_assets.world.llm.judge import LLMJudge, judge_scores
+from flywheel_assets.world.llm.writer import LLMTaskWriter
 from flywheel_assets.world.rubric import score
+from flywheel_assets.world.settings import SettingsGroup, join_list, setting, split_list
 from flywheel_assets.world.synthesis import SeedBatch, seed_instances
 from flywheel_assets.world.tasks import Score, TaskInstance, TaskSpec, Trajectory, stable_id
 
 
-@dataclass(frozen=True)
-class RoundConfig:
-    """Size knobs of a round; tests and quick looks shrink them."""
-
-    seed: int = 0
-    domains: tuple[str, ...] = field(default_factory=lambda: tuple(sorted(DOMAINS)))
-    tasks_per_domain: int = 12
-    backtranslated_per_tree: int = 2
-    adversarial_share: float = 0.25
-    rollouts_per_instance: int = 2
-    max_turns: int = 12  # the teacher's longest path takes 8
-    augment_per_failure: int = 2
-    # At most this many of the previous round's kept hard samples enter a round (0: all of
-    # them). Each failure yields several variants, so uncapped the rounds grow without end.
-    max_carried: int = 160
-    # "failures": augment the instances the policy failed (the flywheel). "uniform": augment
-    # as many instances drawn uniformly from the round, failed or not (the efficacy control).
-    hard_sample_parents: str = "failures"
+HARD_SAMPLE_PARENTS = ("failures", "uniform")
 
 
-def seed_tasks(config: RoundConfig, round_key: str) -> SeedBatch:
-    """Complete tasks and their information-deficient seed instances."""
-    return seed_instances(config.domains, config.tasks_per_domain, seed=config.seed, round_key=round_key)
+class RoundConfig(SettingsGroup):
+    """The round's size and world: the one definition of these settings (the Dagster
+    resource ``round_config`` and the ``flywheel`` flags are derived from it); tests and quick
+    looks shrink them."""
+
+    group: ClassVar[str] = "round"
+
+    seed: int = setting(0, env="FLYWHEEL_SEED", help="seed of a round's synthesis, expansion and augmentation")
+    domains: str = setting(",".join(sorted(DOMAINS)), env="FLYWHEEL_DOMAINS", help="comma-separated domain packs",
+                           choices=lambda: sorted(DOMAINS), many=True)
+    tasks_per_domain: int = setting(12, env="FLYWHEEL_TASKS_PER_DOMAIN", ge=1,
+                                    help="complete tasks synthesised per domain and round")
+    backtranslated_per_tree: int = setting(2, env="FLYWHEEL_BACKTRANSLATED_PER_TREE", ge=0,
+                                           help="behaviour-tree paths back-translated into instances, per tree")
+    adversarial_share: float = setting(0.25, env="FLYWHEEL_ADVERSARIAL_SHARE", ge=0, le=1,
+                                       help="share of back-translated instances given an adversarial user, 0..1")
+    rollouts_per_instance: int = setting(2, env="FLYWHEEL_ROLLOUTS_PER_INSTANCE", ge=1,
+                                         help="policy rollouts per instance (a GRPO group)")
+    max_turns: int = setting(12, env="FLYWHEEL_MAX_TURNS", ge=1,
+                             help="turns per episode, everywhere (the teacher's longest path takes 8)")
+    augment_per_failure: int = setting(2, env="FLYWHEEL_AUGMENT_PER_FAILURE", ge=0,
+                                       help="hard-sample variants generated per failed instance")
+    # Each failure yields several variants, so uncapped the rounds grow without end.
+    max_carried: int = setting(160, env="FLYWHEEL_MAX_CARRIED", ge=0,
+                               help="at most this many of the previous round's kept hard samples enter a round, "
+                                    "spread over the failures they came from (0: all)")
+    hard_sample_parents: str = setting("failures", env="FLYWHEEL_HARD_SAMPLE_PARENTS",
+                                       choices=lambda: HARD_SAMPLE_PARENTS,
+                                       help="failures (the flywheel) or uniform (the efficacy control: as many "
+                                            "parents drawn uniformly, failed or not)")
+    eval_per_domain: int = setting(5, env="FLYWHEEL_EVAL_PER_DOMAIN", ge=1,
+                                   help="held-out tasks per domain (each also yields branched and adversarial "
+                                        "instances)")
+    eval_seed: int = setting(900_001, env="FLYWHEEL_EVAL_SEED", help="seed of the held-out set; distinct from "
+                                                                      "round seeds")
+    max_rounds: int = setting(3, env="FLYWHEEL_MAX_ROUNDS", ge=1,
+                              help="the round-advance sensor stops after this many rounds")
+
+    _join_domains = field_validator("domains", mode="before")(lambda value: join_list(value))
+
+    @property
+    def domain_names(self) -> tuple[str, ...]:
+        return tuple(split_list(self.domains))
+
+
+def seed_tasks(config: RoundConfig, round_key: str, writer: LLMTaskWriter | None = None) -> SeedBatch:
+    """Complete tasks and their information-deficient seed instances. With an LLM ``writer``,
+    the information-deficient rewrite is the writer's wherever its draft passes the check
+    (a required value absent from the instruction, present in the hidden context); a refused
+    draft keeps the procedural rewrite and is recorded with its reason."""
+    batch = seed_instances(config.domain_names, config.tasks_per_domain, seed=config.seed, round_key=round_key)
+    if writer is None:
+        return batch
+    instances = []
+    for task, procedural in zip(batch.tasks, batch.instances, strict=True):
+        written, draft = writer.rewrite(task, round_key=round_key, persona=procedural.persona)
+        if written is None:
+            batch.writer_rejections.append({"task_id": task.task_id, "reason": draft.reason})
+        instances.append(written or procedural)
+    batch.instances = instances
+    return batch
 
 
 def behavior_trees(tasks: Sequence[TaskSpec]) -> list[BehaviorTree]:
@@ -104,20 +150,28 @@ def select_carried(hard_samples: Sequence[TaskInstance], limit: int, rng: random
 
 
 def rollouts(config: RoundConfig, instances: Sequence[TaskInstance], policy: BatchPolicy,
-             teacher: BatchPolicy | None = None, progress: Any = None) -> list[Trajectory]:
+             teacher: BatchPolicy | None = None, progress: Any = None, *, user_factory: UserFactory | None = None,
+             backend_for: BackendFactory | None = None) -> list[Trajectory]:
     """The policy's rollouts (several per instance) and, when given, one teacher rollout per
-    instance, sharing each task's consistency cache."""
-    caches = make_caches(instances)
+    instance, sharing each task's consistency cache. ``user_factory`` / ``backend_for``
+    replace the procedural mock user / tools (the LLM world roles)."""
+    caches = make_caches(instances, backend_for)
     trajectories = run_rollouts(instances, policy, samples=config.rollouts_per_instance,
-                                max_turns=config.max_turns, caches=caches, progress=progress)
+                                max_turns=config.max_turns, caches=caches, progress=progress,
+                                user_factory=user_factory)
     if teacher is not None:
-        trajectories += run_rollouts(instances, teacher, max_turns=config.max_turns, caches=caches)
+        trajectories += run_rollouts(instances, teacher, max_turns=config.max_turns, caches=caches,
+                                     user_factory=user_factory)
     return trajectories
 
 
-def rubric_scores(instances: Sequence[TaskInstance], trajectories: Sequence[Trajectory]) -> list[Score]:
+def rubric_scores(instances: Sequence[TaskInstance], trajectories: Sequence[Trajectory], *,
+                  judge: LLMJudge | None = None) -> list[Score]:
+    """Predicates first; with ``judge``, then the LLM judge on the items predicates cannot
+    decide (both verdicts recorded; an unreadable verdict is flagged, not scored)."""
     by_id = {i.instance_id: i for i in instances}
-    return [score(by_id[t.instance_id], t) for t in trajectories]
+    scores = [score(by_id[t.instance_id], t) for t in trajectories]
+    return judge_scores(by_id, trajectories, scores, judge) if judge is not None else scores
 
 
 def default_solvers() -> list[BatchPolicy]:
@@ -130,7 +184,8 @@ def default_solvers() -> list[BatchPolicy]:
 
 def hard_samples(config: RoundConfig, round_key: str, instances: Sequence[TaskInstance],
                  trajectories: Sequence[Trajectory], scores: Sequence[Score],
-                 policy_name: str, solvers: Sequence[BatchPolicy] | None = None) -> AugmentReport:
+                 policy_name: str, solvers: Sequence[BatchPolicy] | None = None, *,
+                 user_factory: UserFactory | None = None, backend_for: BackendFactory | None = None) -> AugmentReport:
     """Harder, verified variants of the instances the policy failed (or, for the efficacy
     control, of as many instances drawn uniformly: see ``RoundConfig.hard_sample_parents``)."""
     by_id = {i.instance_id: i for i in instances}
@@ -148,8 +203,6 @@ def hard_samples(config: RoundConfig, round_key: str, instances: Sequence[TaskIn
         drawn = random.Random(f"{config.seed}/{round_key}/uniform-parents").sample(
             sorted(first_score), min(len(parents), len(first_score)))
         parents = [(by_id[i], failed[i][1] if i in failed else first_score[i]) for i in drawn]
-    elif config.hard_sample_parents != "failures":
-        raise ValueError(f"hard_sample_parents must be 'failures' or 'uniform', got {config.hard_sample_parents!r}")
     return augment_failures(parents, round_key=round_key, seed=config.seed,
                             solvers=solvers or default_solvers(), per_failure=config.augment_per_failure,
-                            max_turns=config.max_turns)
+                            max_turns=config.max_turns, user_factory=user_factory, backend_for=backend_for)

@@ -14,7 +14,7 @@ import json
 import random
 import string
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flywheel_assets.world.domains import get_domain
@@ -101,7 +101,7 @@ def synthesize_task(domain: Domain, template: TaskTemplate, seed: str) -> TaskSp
         task_id=stable_id("task", domain.name, template.name, seed),
         domain=domain.name, task_type=template.name, goal=draft.goal, workflow=draft.workflow,
         context=draft.context, required_slots=slots, world=world, outcome=draft.outcome,
-        seed=seed, ends_with=draft.ends_with,
+        seed=seed,
     )
 
 
@@ -120,13 +120,8 @@ def report_text(mentions: list[Any]) -> str:
 def expected_path(domain: Domain, task: TaskSpec, hidden: list[str]) -> tuple[list[PathStep], World]:
     calls, outputs, final = execute_workflow(domain, task.workflow, task.context, task.world)
     path = [PathStep(action="ask", slots=hidden)] if hidden else []
-    path += calls
-    if task.ends_with == "transfer":
-        path.append(PathStep(action="transfer", tool=domain.transfer_tool, args={"summary": task.goal}))
-    else:
-        mentions = [resolve(src, task.context, outputs) for src in task.outcome]
-        path.append(PathStep(action="inform", text=report_text(mentions), mentions=mentions))
-    return path, final
+    mentions = [resolve(src, task.context, outputs) for src in task.outcome]
+    return path + calls + [PathStep(action="inform", text=report_text(mentions), mentions=mentions)], final
 
 
 def information_deficient(task: TaskSpec, rng: random.Random, phrasing_index: int | None = None
@@ -169,7 +164,7 @@ def make_instance(
     secrets = [m for s in path if s.action == "inform" for m in s.mentions if json.dumps(m) not in known]
     rubric = build_rubric(path, list(hidden if asked is None else asked), world, final_world,
                           write_tools=domain.write_tools, verification_tools=domain.verification_tools,
-                          ends_with="transfer" if path[-1].action == "transfer" else "inform", secrets=secrets)
+                          secrets=secrets)
     rubric.items[-1:-1] = list(extra_items)  # keep termination last
     return TaskInstance(
         instance_id=stable_id("inst", task.task_id, round_key, phase, persona, instruction, list(parent_ids),
@@ -209,6 +204,7 @@ class SeedBatch:
     tasks: list[TaskSpec]
     instances: list[TaskInstance]
     skipped: list[dict[str, str]]  # seeds whose world had no entity for the template
+    writer_rejections: list[dict[str, str]] = field(default_factory=list)  # LLM drafts refused, with the reason
 
 
 def seed_instances(domains: Sequence[str], per_domain: int, *, seed: int | str, round_key: str) -> SeedBatch:

@@ -80,7 +80,7 @@ class ScriptedTeacher:
             if step.action == "ask":
                 if self.strategy == "ask_all_first" and hidden_left:
                     return ask(hidden_left)
-            elif step.action in ("call", "transfer"):
+            elif step.action == "call":
                 if self.strategy == "just_in_time":
                     needed = [s for s in hidden_left if uses_value(step.args, inst.hidden_context[s])]
                     if needed:
@@ -95,7 +95,9 @@ class ScriptedTeacher:
                 if step.text not in said:
                     return {"role": "assistant", "content": step.text}
         # Everything is done and the user is still talking (pushing back): hold the line.
-        return {"role": "assistant", "content": final.text if final else "I have transferred you to a human agent."}
+        if final is None:
+            raise ValueError(f"instance {inst.instance_id}: the expected path has no inform or refuse step")
+        return {"role": "assistant", "content": final.text}
 
 
 class FlakyTeacher:

@@ -17,7 +17,7 @@ from typing import Any
 
 from flywheel_assets.world.rollout import BatchPolicy, run_rollouts
 from flywheel_assets.world.rubric import score
-from flywheel_assets.world.tasks import Score, TaskInstance
+from flywheel_assets.world.tasks import Score, TaskInstance, Trajectory
 
 PHASE_GROUPS = {"seed": "linear", "linear": "linear", "branched": "branched", "adversarial": "adversarial",
                 "augmented": "branched"}
@@ -37,6 +37,7 @@ class EvalResult:
     trials: int
     rows: list[dict[str, Any]]  # one per group: overall, each domain, each phase
     scores: list[Score]
+    trajectories: list[Trajectory]  # the trials, in the order of ``scores``
 
     def overall(self) -> dict[str, Any]:
         return self.rows[0]
@@ -53,8 +54,7 @@ def _row(group: str, instances: Sequence[TaskInstance], by_instance: dict[str, l
     return row
 
 
-def evaluate(policy: BatchPolicy, instances: Sequence[TaskInstance], *, trials: int = 2, max_turns: int = 20
-             ) -> EvalResult:
+def evaluate(policy: BatchPolicy, instances: Sequence[TaskInstance], *, trials: int, max_turns: int) -> EvalResult:
     """Play every held-out instance ``trials`` times and aggregate."""
     trajectories = run_rollouts(instances, policy, samples=trials, max_turns=max_turns)
     by_id = {i.instance_id: i for i in instances}
@@ -67,4 +67,4 @@ def evaluate(policy: BatchPolicy, instances: Sequence[TaskInstance], *, trials: 
         groups.setdefault(f"domain:{inst.domain}", []).append(inst)
         groups.setdefault(f"phase:{PHASE_GROUPS.get(inst.phase, inst.phase)}", []).append(inst)
     rows = [_row(name, members, by_instance, trials) for name, members in groups.items()]
-    return EvalResult(trials, rows, scores)
+    return EvalResult(trials, rows, scores, trajectories)

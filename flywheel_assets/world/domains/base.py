@@ -7,10 +7,12 @@ is generic over it.
 
 from __future__ import annotations
 
+import copy
 import random
+import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from flywheel_assets.world.tasks import ArgSource, ToolSpec, World, WorkflowStep
 
@@ -37,20 +39,26 @@ class Tool:
         return self.spec.name
 
 
+JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean"}
+
+
 def tool(
     name: str,
     description: str,
-    properties: dict[str, dict[str, Any]],
+    properties: dict[str, dict[str, Any] | type],
     *,
     required: list[str] | None = None,
     writes: bool = False,
 ) -> Callable[[ToolFn], Tool]:
-    """Declare a tool from its implementation: ``@tool("get_order", "...", {...})``."""
+    """Declare a tool from its implementation: ``@tool("get_order", "...", {"order_id": str})``.
+    A property is a JSON schema, or a plain ``str``/``int``/``float``/``bool`` for that type
+    alone. Every property is required unless ``required`` says otherwise."""
+    schema_properties = {k: {"type": JSON_TYPES[v]} if isinstance(v, type) else v for k, v in properties.items()}
 
     def wrap(fn: ToolFn) -> Tool:
         schema = {
             "type": "object",
-            "properties": properties,
+            "properties": schema_properties,
             "required": list(properties) if required is None else required,
             "additionalProperties": False,
         }
@@ -74,19 +82,57 @@ class Slot:
 
 
 def slot(name: str) -> ArgSource:
+    """The value of a fact the user knows (a key of the draft's context, declared as a Slot)."""
     return ArgSource(kind="slot", slot=name)
 
 
 def const(value: Any) -> ArgSource:
+    """A fixed value, copied into every draft that uses it."""
     return ArgSource(kind="const", value=value)
 
 
-def from_step(step: int, *path: Any) -> ArgSource:
-    return ArgSource(kind="step", step=step, path=list(path))
+@dataclass(frozen=True)
+class StepRef:
+    """A field of an earlier step's output, by the step's name: resolved to a positional
+    ``ArgSource`` when the draft is built, so inserting a step never shifts a reference."""
+
+    name: str
+    path: tuple[Any, ...] = ()
 
 
-def step(tool_name: str, purpose: str = "", **args: ArgSource) -> WorkflowStep:
-    return WorkflowStep(tool=tool_name, args=args, purpose=purpose)
+def from_step(name: str, *path: Any) -> StepRef:
+    """``from_step("get_order_details", "status")``: a key path into the output of the step
+    named ``name`` (a step's name is its tool's name unless ``.named(...)`` gave it another)."""
+    if not isinstance(name, str):
+        raise TypeError(f"from_step takes a step name, not a position ({name!r}): positions shift when a step "
+                        "is inserted")
+    return StepRef(name, path)
+
+
+Source = ArgSource | StepRef
+
+
+@dataclass(frozen=True)
+class DraftStep:
+    """A workflow step as a template writes it; ``TaskDraft`` turns it into a ``WorkflowStep``."""
+
+    tool: str
+    purpose: str
+    args: dict[str, Source]
+    name: str
+
+    def named(self, name: str) -> "DraftStep":
+        """The same step under another name (needed only when a workflow calls one tool twice)."""
+        return replace(self, name=name)
+
+
+def step(tool_name: str, purpose: str = "", **args: Source) -> DraftStep:
+    return DraftStep(tool=tool_name, purpose=purpose, args=args, name=tool_name)
+
+
+def _fresh(source: ArgSource) -> ArgSource:
+    return ArgSource(kind=source.kind, slot=source.slot, value=copy.deepcopy(source.value), step=source.step,
+                     path=list(source.path))
 
 
 @dataclass
@@ -96,16 +142,45 @@ class TaskDraft:
 
     ``outcome`` lists the values the agent must tell the user at the end (resolved like
     workflow arguments). ``requires`` names slots the agent must learn although no tool
-    argument takes them verbatim (which item to return, when it only has a name). ``context`` holds every fact of the task; the instruction phrasing
-    decides which of the workflow's slots the user states up front and which stay hidden.
+    argument takes them verbatim (which item to return, when it only has a name). ``context``
+    holds every fact of the task; the instruction phrasing decides which of the workflow's
+    slots the user states up front and which stay hidden.
+
+    On construction every named step reference becomes the positional ``ArgSource`` the
+    engine serialises, and every source is copied, so drafts never share a mutable argument.
+    A reference to an unknown, ambiguous or later step raises ``ValueError`` here, when the
+    pack is first exercised, instead of resolving to the wrong output.
     """
 
     goal: str
     context: dict[str, Any]
-    workflow: list[WorkflowStep]
-    outcome: list[ArgSource]
+    workflow: list[Any]  # DraftStep as written; WorkflowStep once built
+    outcome: list[Any]  # Source as written; ArgSource once built
     requires: list[str] = field(default_factory=list)
-    ends_with: str = "inform"  # or "transfer"
+
+    def __post_init__(self) -> None:
+        if not all(isinstance(s, DraftStep) for s in self.workflow):
+            raise TypeError("a draft's workflow is made of step(...) calls")
+        names = [s.name for s in self.workflow]
+
+        def resolve(source: Source, before: int, where: str) -> ArgSource:
+            if isinstance(source, ArgSource):
+                return _fresh(source)
+            hits = [i for i, n in enumerate(names) if n == source.name]
+            if not hits:
+                raise ValueError(f"{where}: no step is named {source.name!r} (steps: {', '.join(names)})")
+            if len(hits) > 1:
+                raise ValueError(f"{where}: several steps are named {source.name!r}; give each its own "
+                                 "name with .named(...)")
+            if hits[0] >= before:
+                raise ValueError(f"{where}: step {source.name!r} does not come before it")
+            return ArgSource(kind="step", step=hits[0], path=list(source.path))
+
+        self.workflow = [
+            WorkflowStep(tool=s.tool, purpose=s.purpose,
+                         args={k: resolve(v, i, f"{s.name}.{k}") for k, v in s.args.items()})
+            for i, s in enumerate(self.workflow)]
+        self.outcome = [resolve(src, len(names), "outcome") for src in self.outcome]
 
 
 @dataclass(frozen=True)
@@ -122,7 +197,7 @@ class TaskTemplate:
 @dataclass(frozen=True)
 class Condition:
     """A policy condition that branches a workflow: a guarded write is allowed only when
-    it holds; otherwise the agent must refuse (or transfer) and say why.
+    it holds; otherwise the agent must refuse and say why (see ``kit`` for factories).
 
     ``check`` reads the output of ``read_tool`` (the call that lets the agent verify it) and,
     with ``needs_identity``, also the verification call's output (who the user is);
@@ -140,7 +215,6 @@ class Condition:
     falsify: Callable[[random.Random, World, dict[str, Any]], None]
     reason: Callable[[Any], Any]
     claim: str
-    otherwise: str = "refuse"  # or "transfer"
     needs_identity: bool = False
 
     def holds(self, output: Any, identity: Any) -> bool:
@@ -148,7 +222,27 @@ class Condition:
 
 
 @dataclass(frozen=True)
+class IdPattern:
+    """Where an identifier stands in a conversation's text, for the training data's id
+    renaming (``flywheel_training.data.randomize_ids``): ``regex``'s first group (or the
+    whole match) is a run that gets fresh random ``digits`` of the same length, or a fresh
+    ``date`` (YYYY-MM-DD). Amounts, counts and dates that rules compare must not match."""
+
+    regex: str
+    kind: Literal["digits", "date"] = "digits"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("digits", "date"):
+            raise ValueError(f"id pattern kind must be 'digits' or 'date', not {self.kind!r}")
+        if re.compile(self.regex).groups > 1:
+            raise ValueError(f"id pattern {self.regex!r} has more than one group: only the first is renamed")
+
+
+@dataclass(frozen=True)
 class Domain:
+    """A domain pack. ``id_patterns`` declares where the pack's identifiers stand in text
+    (see ``IdPattern``); every pack lists ``kit.ID_DIGITS`` and its own special ones."""
+
     name: str
     description: str
     policy: str
@@ -158,6 +252,7 @@ class Domain:
     generate_world: Callable[[random.Random], World]
     verification_tools: tuple[str, ...]
     conditions: tuple[Condition, ...] = ()
+    id_patterns: tuple[IdPattern, ...] = ()
     transfer_tool: str = "transfer_to_human_agents"
 
     def tool(self, name: str) -> Tool:
@@ -224,4 +319,5 @@ def pick(rng: random.Random, items: list[Any]) -> Any:
 
 
 def money(value: float) -> float:
+    """A money amount rounded to cents: every amount a tool stores or returns goes through it."""
     return round(float(value) + 0.0, 2)

@@ -4,27 +4,17 @@ the retail reference pack; every task authenticates with the phone number of a l
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from typing import Any
 
 from flywheel_assets.world.domains import names
 from flywheel_assets.world.domains.base import (
-    Condition,
-    Domain,
-    Slot,
-    TaskDraft,
-    TaskTemplate,
-    ToolError,
-    const,
-    from_step,
-    money,
-    pick,
-    slot,
-    step,
-    tool,
-    transfer_tool,
+    Domain, IdPattern, Slot, TaskDraft, ToolError, const, from_step, money, pick, slot, step, tool, transfer_tool,
 )
-from flywheel_assets.world.tasks import ArgSource, World, WorkflowStep
+from flywheel_assets.world.domains.kit import (
+    ID_DIGITS, NONZERO_CENTS, add_row, condition, ensure, lookup, need, read_policy, require_status, row_tool,
+    set_fields, status_in, template, unique, unique_code, verify_step,
+)
+from flywheel_assets.world.tasks import World
 
 # (name, data allowance in GB, monthly price, roaming allowed)
 PLANS = (
@@ -40,99 +30,56 @@ ROAMING_RATES = {
 SUSPEND_REASONS = ("lost phone", "stolen phone")
 BILL_MONTHS = (("january", "2025-01-31"), ("february", "2025-02-28"), ("march", "2025-03-31"))
 
-POLICY = """\
-- Before any action, the user must be authenticated: look up their customer id and line
-  from the phone number of their line. Never act on a line or bill that does not belong
-  to the authenticated customer.
-- A line's plan can be changed only while the line is "active", only to a different plan,
-  and only if the customer has no bill with status "overdue".
-- Data top-ups come in 1, 3, 5 or 10 GB. They can be added only to an "active" line and
-  only if the customer has no "overdue" bill.
-- Roaming can be enabled only on an "active" line whose plan allows roaming, and only if
-  the customer has no "overdue" bill. The destination must be a supported country.
-- A bill can be paid only while its status is "unpaid" or "overdue", in full, with a
-  payment method on the customer's file.
-- A line can be suspended only while it is "active", and only because of a lost phone or
-  a stolen phone. A suspended line can be resumed only if the customer has no "overdue"
-  bill.
-- Never waive, discount or refund a bill, and never change a line's phone number.
-- Never make up ids, prices or amounts: read them with the tools.
-- Transfer to a human agent only if the request cannot be handled within this policy.
-- When the request is done, tell the user the outcome."""
-
 
 def _cents(rng: random.Random, low: int, high: int) -> float:
-    # A last cent digit of 0 would read differently as text ("45.5" vs "45.50").
-    return money(rng.randint(low, high) + rng.choice([c for c in range(1, 100) if c % 10]) / 100)
+    return money(rng.randint(low, high) + rng.choice(NONZERO_CENTS) / 100)
 
 
 def _gb(rng: random.Random, high: float) -> float:
-    # One decimal, never a whole number, for the same reason as _cents.
+    # One decimal, never a whole number: "3.0" and "3" would read differently as text.
     return money(rng.randint(0, max(int(high) - 1, 0)) + rng.randint(1, 9) / 10)
-
-
-def _fresh(taken: dict[str, Any], make: Callable[[], str]) -> str:
-    while (value := make()) in taken:
-        pass
-    return value
 
 
 def generate_world(rng: random.Random, n_customers: int = 12) -> World:
     world: World = {"customers": {}, "lines": {}, "plans": {}, "bills": {}}
     for i, (name, data_gb, price, roaming) in enumerate(PLANS):
         pid = f"P{2001 + i}"
-        world["plans"][pid] = {"plan_id": pid, "name": name, "data_gb": data_gb,
-                               "monthly_price": price, "roaming_allowed": roaming}
+        world["plans"][pid] = {"plan_id": pid, "name": name, "data_gb": data_gb, "monthly_price": price,
+                               "roaming_allowed": roaming}
     plan_ids = sorted(world["plans"])
     numbers: dict[str, str] = {}
     for _ in range(n_customers):
         first, last = names.person(rng)
-        cid = _fresh(world["customers"], lambda: names.code(rng, "C", 6))
+        cid = unique_code(rng, world["customers"], "C", 6)
         customer: dict[str, Any] = {
             "customer_id": cid, "name": f"{first} {last}", "email": names.email(first, last, rng),
-            "address": names.address(rng),
-            "payment_methods": [
-                {"payment_method_id": names.code(rng, "card_", 4), "type": "credit card"},
-                {"payment_method_id": names.code(rng, "bank_", 4), "type": "bank account"},
-            ],
-            "line_ids": [], "bill_ids": [],
-        }
+            "address": names.address(rng), "line_ids": [], "bill_ids": [],
+            "payment_methods": [{"payment_method_id": names.code(rng, "card_", 4), "type": "credit card"},
+                                {"payment_method_id": names.code(rng, "bank_", 4), "type": "bank account"}]}
         world["customers"][cid] = customer
         monthly = 0.0
         for _ in range(rng.randint(1, 3)):
-            lid = _fresh(world["lines"], lambda: names.code(rng, "L", 6))
-            number = _fresh(numbers, lambda: f"555-{rng.randint(1000, 9999)}")
+            lid = unique_code(rng, world["lines"], "L", 6)
+            number = unique(numbers, lambda: f"555-{rng.randint(1000, 9999)}")
             numbers[number] = lid
             plan = world["plans"][rng.choice(plan_ids)]
             status = "active" if rng.random() < 0.8 else "suspended"
-            world["lines"][lid] = {
+            line = add_row(world, "lines", lid, {
                 "line_id": lid, "customer_id": cid, "phone_number": number, "plan_id": plan["plan_id"],
                 "status": status, "suspend_reason": rng.choice(SUSPEND_REASONS) if status == "suspended" else None,
-                "data_used_gb": _gb(rng, plan["data_gb"] * 0.9), "topup_gb": 0,
-                "roaming_enabled": False, "roaming_destination": None,
-            }
+                "data_used_gb": _gb(rng, plan["data_gb"] * 0.9), "topup_gb": 0, "roaming_enabled": False,
+                "roaming_destination": None}, customer["line_ids"])
             if plan["roaming_allowed"] and rng.random() < 0.25:
-                world["lines"][lid].update(roaming_enabled=True, roaming_destination=rng.choice(sorted(ROAMING_RATES)))
-            customer["line_ids"].append(lid)
+                line.update(roaming_enabled=True, roaming_destination=rng.choice(sorted(ROAMING_RATES)))
             monthly += plan["monthly_price"]
         # Older bills are usually settled; the latest is often still open.
-        statuses = ["paid", "overdue" if rng.random() < 0.25 else "paid",
-                    "unpaid" if rng.random() < 0.55 else "paid"]
+        statuses = ["paid", "overdue" if rng.random() < 0.25 else "paid", "unpaid" if rng.random() < 0.55 else "paid"]
         for (month, due), status in zip(BILL_MONTHS, statuses):
-            bid = _fresh(world["bills"], lambda: names.code(rng, "B", 7))
-            world["bills"][bid] = {
-                "bill_id": bid, "customer_id": cid, "month": month, "due_date": due,
-                "amount": money(monthly + _cents(rng, 0, 18)), "status": status, "paid_with": None,
-            }
-            customer["bill_ids"].append(bid)
+            bid = unique_code(rng, world["bills"], "B", 7)
+            bill = {"bill_id": bid, "customer_id": cid, "month": month, "due_date": due,
+                    "amount": money(monthly + _cents(rng, 0, 18)), "status": status, "paid_with": None}
+            add_row(world, "bills", bid, bill, customer["bill_ids"])
     return world
-
-
-def _get(world: World, table: str, key: str, what: str) -> dict[str, Any]:
-    row = world[table].get(key)
-    if row is None:
-        raise ToolError(f"{what} {key} not found")
-    return row
 
 
 def _has_overdue(world: World, customer_id: str) -> bool:
@@ -141,11 +88,10 @@ def _has_overdue(world: World, customer_id: str) -> bool:
 
 def _line(world: World, line_id: str, status: str = "active", *, clean: bool = True) -> dict[str, Any]:
     """The line, if it is in ``status`` and (when ``clean``) its customer owes no overdue bill."""
-    line = _get(world, "lines", line_id, "line")
-    if line["status"] != status:
-        raise ToolError(f"line {line_id} is {line['status']}, not {status}")
-    if clean and _has_overdue(world, line["customer_id"]):
-        raise ToolError(f"customer {line['customer_id']} has an overdue bill")
+    line = lookup(world, "lines", line_id, "line")
+    require_status(line, status, f"line {line_id}")
+    ensure(not (clean and _has_overdue(world, line["customer_id"])),
+           f"customer {line['customer_id']} has an overdue bill")
     return line
 
 
@@ -169,18 +115,17 @@ def find_customer_by_phone(world: World, args: dict[str, Any]) -> Any:
 
 
 @tool("get_customer_details", "Get a customer's profile: name, payment methods, line ids and a "
-      "summary of their bills (id, month, amount, status).", {"customer_id": {"type": "string"}})
+      "summary of their bills (id, month, amount, status).", {"customer_id": str})
 def get_customer_details(world: World, args: dict[str, Any]) -> Any:
-    customer = _get(world, "customers", args["customer_id"], "customer")
-    bills = [{k: world["bills"][b][k] for k in ("bill_id", "month", "amount", "status")}
-             for b in customer["bill_ids"]]
-    return {**customer, "bills": bills}
+    customer = lookup(world, "customers", args["customer_id"], "customer")
+    return {**customer, "bills": [{k: world["bills"][b][k] for k in ("bill_id", "month", "amount", "status")}
+                                  for b in customer["bill_ids"]]}
 
 
 @tool("get_line_details", "Get a line's phone number, status, plan, data usage and remaining "
       "data, and roaming setting.", {"line_id": {"type": "string", "description": "The line id, such as L123456."}})
 def get_line_details(world: World, args: dict[str, Any]) -> Any:
-    return _line_view(world, _get(world, "lines", args["line_id"], "line"))
+    return _line_view(world, lookup(world, "lines", args["line_id"], "line"))
 
 
 @tool("list_plans", "List all available plans with their id, name, data allowance, monthly price "
@@ -189,25 +134,18 @@ def list_plans(world: World, args: dict[str, Any]) -> Any:
     return [world["plans"][p] for p in sorted(world["plans"])]
 
 
-@tool("get_plan_details", "Get one plan's name, data allowance, monthly price and whether roaming is allowed.",
-      {"plan_id": {"type": "string"}})
-def get_plan_details(world: World, args: dict[str, Any]) -> Any:
-    return _get(world, "plans", args["plan_id"], "plan")
-
-
-@tool("get_bill_details", "Get a bill's month, amount, due date and status.",
-      {"bill_id": {"type": "string", "description": "The bill id, such as B1234567."}})
-def get_bill_details(world: World, args: dict[str, Any]) -> Any:
-    return _get(world, "bills", args["bill_id"], "bill")
+get_plan_details = row_tool("get_plan_details", "Get one plan's name, data allowance, monthly price and whether "
+                            "roaming is allowed.", "plans", "plan_id", "plan")
+get_bill_details = row_tool("get_bill_details", "Get a bill's month, amount, due date and status.", "bills", "bill_id",
+                            "bill", "The bill id, such as B1234567.")
 
 
 @tool("change_plan", "Move an active line to a different plan. Not allowed while the customer has an overdue bill.",
-      {"line_id": {"type": "string"}, "plan_id": {"type": "string"}}, writes=True)
+      {"line_id": str, "plan_id": str}, writes=True)
 def change_plan(world: World, args: dict[str, Any]) -> Any:
     line = _line(world, args["line_id"])
-    plan = _get(world, "plans", args["plan_id"], "plan")
-    if plan["plan_id"] == line["plan_id"]:
-        raise ToolError(f"line {line['line_id']} is already on plan {plan['name']}")
+    plan = lookup(world, "plans", args["plan_id"], "plan")
+    ensure(plan["plan_id"] != line["plan_id"], f"line {line['line_id']} is already on plan {plan['name']}")
     line["plan_id"] = plan["plan_id"]
     if line["roaming_enabled"] and not plan["roaming_allowed"]:
         line["roaming_enabled"], line["roaming_destination"] = False, None
@@ -216,13 +154,10 @@ def change_plan(world: World, args: dict[str, Any]) -> Any:
 
 
 @tool("add_data_topup", "Add extra data to an active line for the current month; the charge goes on the next bill.",
-      {"line_id": {"type": "string"},
-       "gb": {"type": "integer", "enum": sorted(TOPUP_PRICES), "description": "Top-up size in GB."}},
-      writes=True)
+      {"line_id": str,
+       "gb": {"type": "integer", "enum": sorted(TOPUP_PRICES), "description": "Top-up size in GB."}}, writes=True)
 def add_data_topup(world: World, args: dict[str, Any]) -> Any:
     line = _line(world, args["line_id"])
-    if args["gb"] not in TOPUP_PRICES:
-        raise ToolError(f"no {args['gb']} GB top-up; sizes are 1, 3, 5 or 10 GB")
     line["topup_gb"] += args["gb"]
     view = _line_view(world, line)
     return {"line_id": line["line_id"], "added_gb": args["gb"], "charge": TOPUP_PRICES[args["gb"]],
@@ -230,48 +165,41 @@ def add_data_topup(world: World, args: dict[str, Any]) -> Any:
 
 
 @tool("enable_roaming", "Enable roaming on an active line for travel to a supported country.",
-      {"line_id": {"type": "string"},
+      {"line_id": str,
        "destination": {"type": "string", "enum": sorted(ROAMING_RATES), "description": "The destination country."}},
       writes=True)
 def enable_roaming(world: World, args: dict[str, Any]) -> Any:
     line = _line(world, args["line_id"])
     destination = args["destination"].strip().lower()
-    if destination not in ROAMING_RATES:
-        raise ToolError(f"roaming is not available in {destination}")
-    if not world["plans"][line["plan_id"]]["roaming_allowed"]:
-        raise ToolError(f"plan {world['plans'][line['plan_id']]['name']} does not allow roaming")
-    if line["roaming_enabled"]:
-        raise ToolError(f"roaming is already enabled on line {line['line_id']}")
+    plan = world["plans"][line["plan_id"]]
+    ensure(plan["roaming_allowed"], f"plan {plan['name']} does not allow roaming")
+    ensure(not line["roaming_enabled"], f"roaming is already enabled on line {line['line_id']}")
     line["roaming_enabled"], line["roaming_destination"] = True, destination
     return {"line_id": line["line_id"], "roaming_enabled": True, "destination": destination,
             "daily_rate": ROAMING_RATES[destination]}
 
 
 @tool("pay_bill", "Pay an unpaid or overdue bill in full with a payment method on the customer's file.",
-      {"bill_id": {"type": "string"}, "payment_method_id": {"type": "string"}}, writes=True)
+      {"bill_id": str, "payment_method_id": str}, writes=True)
 def pay_bill(world: World, args: dict[str, Any]) -> Any:
-    bill = _get(world, "bills", args["bill_id"], "bill")
-    if bill["status"] not in ("unpaid", "overdue"):
-        raise ToolError(f"bill {bill['bill_id']} is {bill['status']}")
+    bill = lookup(world, "bills", args["bill_id"], "bill")
+    require_status(bill, ("unpaid", "overdue"), f"bill {bill['bill_id']}")
     methods = {m["payment_method_id"] for m in world["customers"][bill["customer_id"]]["payment_methods"]}
-    if args["payment_method_id"] not in methods:
-        raise ToolError("payment method not on file")
+    ensure(args["payment_method_id"] in methods, "payment method not on file")
     bill["status"], bill["paid_with"] = "paid", args["payment_method_id"]
     return {"bill_id": bill["bill_id"], "status": "paid", "amount_paid": bill["amount"]}
 
 
 @tool("suspend_line", "Suspend an active line because the phone was lost or stolen.",
-      {"line_id": {"type": "string"}, "reason": {"type": "string", "enum": list(SUSPEND_REASONS)}}, writes=True)
+      {"line_id": str, "reason": {"type": "string", "enum": list(SUSPEND_REASONS)}}, writes=True)
 def suspend_line(world: World, args: dict[str, Any]) -> Any:
     line = _line(world, args["line_id"], clean=False)  # a lost phone is blocked even if the customer owes
-    if args["reason"] not in SUSPEND_REASONS:
-        raise ToolError("a line can be suspended only for a lost phone or a stolen phone")
     line["status"], line["suspend_reason"] = "suspended", args["reason"]
     return {"line_id": line["line_id"], "phone_number": line["phone_number"], "status": "suspended"}
 
 
 @tool("resume_line", "Resume a suspended line. Not allowed while the customer has an overdue bill.",
-      {"line_id": {"type": "string"}}, writes=True)
+      {"line_id": str}, writes=True)
 def resume_line(world: World, args: dict[str, Any]) -> Any:
     line = _line(world, args["line_id"], "suspended")
     line["status"], line["suspend_reason"] = "active", None
@@ -284,117 +212,111 @@ def _lines(world: World, *, status: str = "active", clean: bool = True) -> list[
             if line["status"] == status and not (clean and _has_overdue(world, line["customer_id"]))]
 
 
-def _line_id() -> ArgSource:  # a fresh object per use: drafts must not share mutable args
-    return from_step(0, "line_id")
+LINE_ID = from_step("find_customer_by_phone", "line_id")
+READ_LINE = step("get_line_details", "check the line is active", line_id=LINE_ID)
+READ_BILLS = step("get_customer_details", "check for overdue bills",
+                  customer_id=from_step("find_customer_by_phone", "customer_id"))
 
 
-def _read_line(purpose: str) -> WorkflowStep:
-    return step("get_line_details", purpose, line_id=_line_id())
-
-
-def _read_bills(purpose: str = "check for overdue bills") -> WorkflowStep:
-    return step("get_customer_details", purpose, customer_id=from_step(0, "customer_id"))
-
-
-def _draft(world: World, line: dict[str, Any], goal: str, extra: dict[str, Any], steps: list[WorkflowStep],
-           outcome: list[ArgSource], requires: list[str] | None = None) -> TaskDraft:
+def _draft(world: World, line: dict[str, Any], goal: str, extra: dict[str, Any], steps: list[Any],
+           outcome: list[Any], requires: list[str] | None = None) -> TaskDraft:
     """Every task starts by authenticating with the phone number of ``line``."""
-    return TaskDraft(
-        goal=goal,
-        context={"name": world["customers"][line["customer_id"]]["name"],
-                 "phone_number": line["phone_number"], **extra},
-        workflow=[step("find_customer_by_phone", "authenticate", phone_number=slot("phone_number")), *steps],
-        outcome=outcome, requires=requires or [],
-    )
+    return TaskDraft(goal=goal, context={"name": world["customers"][line["customer_id"]]["name"],
+                                         "phone_number": line["phone_number"], **extra},
+                     workflow=[verify_step("find_customer_by_phone", "phone_number"), *steps],
+                     outcome=outcome, requires=requires or [])
 
 
-def build_change_plan(rng: random.Random, world: World) -> TaskDraft | None:
-    line = pick(rng, _lines(world))
-    if line is None:
-        return None
+@template("change_plan", "Hi, I'd like to switch my phone plan.", "I want to move my line to the {new_plan} plan.",
+          "Hello, my number is {phone_number}; I need a different plan.",
+          "Hi, I'm {name}. Can I change the plan on my line?")
+def build_change_plan(rng: random.Random, world: World) -> TaskDraft:
+    line = need(pick(rng, _lines(world)))
     plan = pick(rng, [p for p in world["plans"].values() if p["plan_id"] != line["plan_id"]])
     return _draft(world, line, f"Move line {line['phone_number']} to the {plan['name']} plan.",
                   {"new_plan": plan["name"]},
-                  [_read_line("check the line is active"), _read_bills(),
-                   step("list_plans", "find the new plan's id"),
-                   step("change_plan", "change the plan", line_id=_line_id(), plan_id=const(plan["plan_id"]))],
-                  [slot("new_plan"), from_step(4, "monthly_price")], requires=["new_plan"])
+                  [READ_LINE, READ_BILLS, step("list_plans", "find the new plan's id"),
+                   step("change_plan", "change the plan", line_id=LINE_ID, plan_id=const(plan["plan_id"]))],
+                  [slot("new_plan"), from_step("change_plan", "monthly_price")], requires=["new_plan"])
 
 
-def build_pay_bill(rng: random.Random, world: World) -> TaskDraft | None:
-    bill = pick(rng, [b for b in world["bills"].values() if b["status"] in ("unpaid", "overdue")])
-    if bill is None:
-        return None
+@template("pay_bill", "Hi, I need to pay my phone bill.",
+          "I'd like to pay my {bill_month} bill with my {payment_method}.",
+          "Hello, my number is {phone_number}. I want to settle an open bill.",
+          "Hi, I'm {name}; please help me pay my {bill_month} bill.")
+def build_pay_bill(rng: random.Random, world: World) -> TaskDraft:
+    bill = need(pick(rng, [b for b in world["bills"].values() if b["status"] in ("unpaid", "overdue")]))
     customer = world["customers"][bill["customer_id"]]
     line = world["lines"][rng.choice(customer["line_ids"])]
     method = rng.choice(customer["payment_methods"])
     return _draft(world, line, f"Pay the {bill['month']} bill {bill['bill_id']} with the {method['type']}.",
                   {"bill_month": bill["month"], "payment_method": method["type"]},
-                  [_read_bills("find the bill and payment method"),
+                  [step("get_customer_details", "find the bill and payment method",
+                        customer_id=from_step("find_customer_by_phone", "customer_id")),
                    step("get_bill_details", "check the bill is open", bill_id=const(bill["bill_id"])),
                    step("pay_bill", "pay the bill", bill_id=const(bill["bill_id"]),
                         payment_method_id=const(method["payment_method_id"]))],
-                  [slot("bill_month"), from_step(3, "amount_paid"), const("paid")],
+                  [slot("bill_month"), from_step("pay_bill", "amount_paid"), const("paid")],
                   requires=["bill_month", "payment_method"])
 
 
-def build_topup(rng: random.Random, world: World) -> TaskDraft | None:
-    line = pick(rng, _lines(world))
-    if line is None:
-        return None
+@template("data_topup", "I'm running out of data, can I buy some more?", "Please add {topup_size} of data to my line.",
+          "Hi, my number is {phone_number} and I need a data top-up.")
+def build_topup(rng: random.Random, world: World) -> TaskDraft:
+    line = need(pick(rng, _lines(world)))
     gb = rng.choice(sorted(TOPUP_PRICES))
     # The user says "5 GB", not a bare 5: a lone digit would also match inside phone numbers.
     return _draft(world, line, f"Add a {gb} GB data top-up to line {line['phone_number']}.",
                   {"topup_size": f"{gb} GB"},
-                  [_read_line("check the line is active"), _read_bills(),
-                   step("add_data_topup", "add the data", line_id=_line_id(), gb=const(gb))],
-                  [from_step(3, "charge"), from_step(3, "data_remaining_gb")], requires=["topup_size"])
+                  [READ_LINE, READ_BILLS, step("add_data_topup", "add the data", line_id=LINE_ID, gb=const(gb))],
+                  [from_step("add_data_topup", "charge"), from_step("add_data_topup", "data_remaining_gb")],
+                  requires=["topup_size"])
 
 
-def build_roaming(rng: random.Random, world: World) -> TaskDraft | None:
-    line = pick(rng, [ln for ln in _lines(world) if not ln["roaming_enabled"]
-                      and world["plans"][ln["plan_id"]]["roaming_allowed"]])
-    if line is None:
-        return None
+@template("enable_roaming", "Hi, I'm going abroad and need my phone to work there.",
+          "I'm traveling to {destination} next week; please turn on roaming.",
+          "Hello, please enable roaming on {phone_number}.", "Hi, I'm {name}. I need roaming on my line for a trip.")
+def build_roaming(rng: random.Random, world: World) -> TaskDraft:
+    line = need(pick(rng, [ln for ln in _lines(world) if not ln["roaming_enabled"]
+                      and world["plans"][ln["plan_id"]]["roaming_allowed"]]))
     destination = pick(rng, list(ROAMING_RATES))
     return _draft(world, line, f"Enable roaming on line {line['phone_number']} for a trip to {destination}.",
                   {"destination": destination},
-                  [_read_line("check the line is active"),
-                   step("get_plan_details", "check the plan allows roaming", plan_id=from_step(1, "plan_id")),
-                   _read_bills(),
-                   step("enable_roaming", "enable roaming", line_id=_line_id(), destination=slot("destination"))],
-                  [slot("destination"), from_step(4, "daily_rate")])
+                  [READ_LINE, step("get_plan_details", "check the plan allows roaming",
+                                   plan_id=from_step("get_line_details", "plan_id")), READ_BILLS,
+                   step("enable_roaming", "enable roaming", line_id=LINE_ID, destination=slot("destination"))],
+                  [slot("destination"), from_step("enable_roaming", "daily_rate")])
 
 
-def build_suspend(rng: random.Random, world: World) -> TaskDraft | None:
-    line = pick(rng, _lines(world, clean=False))
-    if line is None:
-        return None
+@template("suspend_line", "Hi, I need to block my line right away.", "Please suspend my line, it's a {suspend_reason}.",
+          "Hello, please suspend the line {phone_number}.")
+def build_suspend(rng: random.Random, world: World) -> TaskDraft:
+    line = need(pick(rng, _lines(world, clean=False)))
     reason = rng.choice(SUSPEND_REASONS)
     return _draft(world, line, f"Suspend line {line['phone_number']} because of a {reason}.",
                   {"suspend_reason": reason},
-                  [_read_line("check the line is active"),
-                   step("suspend_line", "suspend", line_id=_line_id(), reason=slot("suspend_reason"))],
+                  [READ_LINE, step("suspend_line", "suspend", line_id=LINE_ID, reason=slot("suspend_reason"))],
                   [slot("phone_number"), const("suspended")])
 
 
-def build_resume(rng: random.Random, world: World) -> TaskDraft | None:
-    line = pick(rng, _lines(world, status="suspended"))
-    if line is None:
-        return None
+@template("resume_line", "Hi, I found my phone; can you turn my line back on?",
+          "Hello, I'm {name} and I'd like my suspended line reactivated.",
+          "My line was suspended and I want it working again.")
+def build_resume(rng: random.Random, world: World) -> TaskDraft:
+    line = need(pick(rng, _lines(world, status="suspended")))
     return _draft(world, line, f"Resume suspended line {line['phone_number']}.", {},
-                  [_read_line("check the line is suspended"), _read_bills(),
-                   step("resume_line", "resume", line_id=_line_id())],
+                  [step("get_line_details", "check the line is suspended", line_id=LINE_ID), READ_BILLS,
+                   step("resume_line", "resume", line_id=LINE_ID)],
                   [slot("phone_number"), const("active")])
 
 
-def build_usage(rng: random.Random, world: World) -> TaskDraft | None:
-    line = pick(rng, list(world["lines"].values()))
-    if line is None:
-        return None
+@template("check_usage", "How much data do I have left this month?", "Hi, I'm {name}. Can you check my data usage?",
+          "Hello, I'd like to know how much data I've used on my line.")
+def build_usage(rng: random.Random, world: World) -> TaskDraft:
+    line = need(pick(rng, list(world["lines"].values())))
     return _draft(world, line, f"Find out how much data is left this month on line {line['phone_number']}.", {},
-                  [_read_line("read the usage")],
-                  [from_step(1, "data_used_gb"), from_step(1, "data_remaining_gb")])
+                  [step("get_line_details", "read the usage", line_id=LINE_ID)],
+                  [from_step("get_line_details", "data_used_gb"), from_step("get_line_details", "data_remaining_gb")])
 
 
 def _suspend(rng: random.Random, world: World, read_args: dict[str, Any]) -> None:
@@ -409,10 +331,6 @@ def _make_overdue(rng: random.Random, world: World, read_args: dict[str, Any]) -
     bill.update(status="overdue", paid_with=None)
 
 
-def _forbid_roaming(rng: random.Random, world: World, read_args: dict[str, Any]) -> None:
-    world["plans"][read_args["plan_id"].strip()]["roaming_allowed"] = False
-
-
 def _settle(rng: random.Random, world: World, read_args: dict[str, Any]) -> None:
     bill = world["bills"][read_args["bill_id"].strip()]
     method = rng.choice(world["customers"][bill["customer_id"]]["payment_methods"])
@@ -420,27 +338,21 @@ def _settle(rng: random.Random, world: World, read_args: dict[str, Any]) -> None
 
 
 CONDITIONS = (
-    Condition("line_active", 'the line is "active"',
-              guards=("change_plan", "add_data_topup", "enable_roaming", "suspend_line"),
-              read_tool="get_line_details",
-              check=lambda line: line["status"] == "active", falsify=_suspend,
-              reason=lambda line: line["status"],
+    status_in("line_active", 'the line is "active"', read_tool="get_line_details", allowed=("active",),
+              guards=("change_plan", "add_data_topup", "enable_roaming", "suspend_line"), falsify=_suspend,
               claim="My line is active, I used it this morning, so go ahead."),
-    Condition("no_overdue_bill", 'the customer has no "overdue" bill',
+    condition("no_overdue_bill", 'the customer has no "overdue" bill',
               guards=("change_plan", "add_data_topup", "enable_roaming", "resume_line"),
               read_tool="get_customer_details",
               check=lambda customer: all(b["status"] != "overdue" for b in customer["bills"]),
               falsify=_make_overdue, reason=lambda customer: "overdue",
               claim="I'm all paid up, I've never missed a bill, so there's nothing stopping this."),
-    Condition("plan_allows_roaming", "the line's plan allows roaming",
-              guards=("enable_roaming",), read_tool="get_plan_details",
-              check=lambda plan: plan["roaming_allowed"] is True, falsify=_forbid_roaming,
-              reason=lambda plan: plan["name"],
+    condition("plan_allows_roaming", "the line's plan allows roaming", guards=("enable_roaming",),
+              read_tool="get_plan_details", check=lambda plan: plan["roaming_allowed"] is True,
+              falsify=set_fields("plans", "plan_id", roaming_allowed=False), reason="name",
               claim="My plan includes roaming, the salesperson told me so when I signed up."),
-    Condition("bill_open", 'the bill is "unpaid" or "overdue"',
-              guards=("pay_bill",), read_tool="get_bill_details",
-              check=lambda bill: bill["status"] in ("unpaid", "overdue"), falsify=_settle,
-              reason=lambda bill: bill["status"],
+    status_in("bill_open", 'the bill is "unpaid" or "overdue"', guards=("pay_bill",), read_tool="get_bill_details",
+              allowed=("unpaid", "overdue"), falsify=_settle,
               claim="That bill is still open, I haven't paid it yet, so please take the payment."),
 )
 
@@ -448,7 +360,7 @@ CONDITIONS = (
 DOMAIN = Domain(
     name="telecom",
     description="a mobile phone operator (plans, lines and billing)",
-    policy=POLICY,
+    policy=read_policy("telecom"),
     tools=(find_customer_by_phone, get_customer_details, get_line_details, list_plans, get_plan_details,
            get_bill_details, change_plan, add_data_topup, enable_roaming, pay_bill, suspend_line,
            resume_line, transfer_tool()),
@@ -463,47 +375,10 @@ DOMAIN = Domain(
         Slot("destination", ("destination", "which country", "what country", "traveling to", "travelling to")),
         Slot("suspend_reason", ("suspension reason", "reason", "why")),
     ),
-    templates=(
-        TaskTemplate("change_plan", build_change_plan, (
-            "Hi, I'd like to switch my phone plan.",
-            "I want to move my line to the {new_plan} plan.",
-            "Hello, my number is {phone_number}; I need a different plan.",
-            "Hi, I'm {name}. Can I change the plan on my line?",
-        )),
-        TaskTemplate("pay_bill", build_pay_bill, (
-            "Hi, I need to pay my phone bill.",
-            "I'd like to pay my {bill_month} bill with my {payment_method}.",
-            "Hello, my number is {phone_number}. I want to settle an open bill.",
-            "Hi, I'm {name}; please help me pay my {bill_month} bill.",
-        )),
-        TaskTemplate("data_topup", build_topup, (
-            "I'm running out of data, can I buy some more?",
-            "Please add {topup_size} of data to my line.",
-            "Hi, my number is {phone_number} and I need a data top-up.",
-        )),
-        TaskTemplate("enable_roaming", build_roaming, (
-            "Hi, I'm going abroad and need my phone to work there.",
-            "I'm traveling to {destination} next week; please turn on roaming.",
-            "Hello, please enable roaming on {phone_number}.",
-            "Hi, I'm {name}. I need roaming on my line for a trip.",
-        )),
-        TaskTemplate("suspend_line", build_suspend, (
-            "Hi, I need to block my line right away.",
-            "Please suspend my line, it's a {suspend_reason}.",
-            "Hello, please suspend the line {phone_number}.",
-        )),
-        TaskTemplate("resume_line", build_resume, (
-            "Hi, I found my phone; can you turn my line back on?",
-            "Hello, I'm {name} and I'd like my suspended line reactivated.",
-            "My line was suspended and I want it working again.",
-        )),
-        TaskTemplate("check_usage", build_usage, (
-            "How much data do I have left this month?",
-            "Hi, I'm {name}. Can you check my data usage?",
-            "Hello, I'd like to know how much data I've used on my line.",
-        )),
-    ),
+    templates=(build_change_plan, build_pay_bill, build_topup, build_roaming, build_suspend, build_resume,
+               build_usage),
     generate_world=generate_world,
     verification_tools=("find_customer_by_phone",),
     conditions=CONDITIONS,
+    id_patterns=(ID_DIGITS, IdPattern(r"\b\d{3}-(\d{4})\b")),  # the line part of a phone number
 )
