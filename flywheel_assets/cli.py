@@ -15,15 +15,19 @@ from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
 
-from flywheel_assets.world.domains import DOMAINS
+from flywheel_assets.cli_domain import add_domain_verbs
+from flywheel_assets.cli_eval import add_eval_verb
+from flywheel_assets.cli_settings import add_settings_flags, overrides_from, resolve
+from flywheel_assets.policies import SCRIPTED, make_policy
+from flywheel_assets.world.settings import SettingsError
 
 console = Console(stderr=True)
 
 
-def _policy(name: str, seed: int, fail_share: float = 0.5):
-    from flywheel_assets.resources import make_policy
-
-    return make_policy(name, seed=seed, fail_share=fail_share)
+def _engine_settings(args: argparse.Namespace):
+    """(round settings, policy) of an engine-only verb: its flags over the environment."""
+    overrides = overrides_from(args)
+    return resolve("round_config", overrides), make_policy(resolve("policy", overrides))
 
 
 def cmd_rollout(args: argparse.Namespace) -> int:
@@ -33,13 +37,13 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     from flywheel_assets.world.rubric import score
     from flywheel_assets.world.synthesis import seed_instances
 
-    domains = args.domains.split(",") if args.domains else sorted(DOMAINS)
+    config, policy = _engine_settings(args)
+    domains = list(config.domain_names)
     started = time.perf_counter()
-    batch = seed_instances(domains, args.per_domain, seed=args.seed, round_key="r000")
-    policy = _policy(args.policy, args.seed)
+    batch = seed_instances(domains, args.per_domain, seed=config.seed, round_key="r000")
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"rollouts ({policy.name})", total=len(batch.instances) * args.samples)
-        trajectories = run_rollouts(batch.instances, policy, samples=args.samples, max_turns=args.max_turns,
+        trajectories = run_rollouts(batch.instances, policy, samples=args.samples, max_turns=config.max_turns,
                                     progress=lambda done, total: bar.update(task, completed=done))
     by_id = {i.instance_id: i for i in batch.instances}
     scores = [score(by_id[t.instance_id], t) for t in trajectories]
@@ -84,16 +88,26 @@ def _warehouse(args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Materialise rounds in order into the home's persistent Dagster instance."""
+    from flywheel_assets.round_keys import previous_round, round_key
     from flywheel_assets.runner import run_rounds
+    from flywheel_training.plan import plan_round
 
     if args.rounds <= args.from_round:
         _say(f"flywheel run: --rounds {args.rounds} leaves nothing to run from round {args.from_round}")
         return 2
     home = _use_home(args)
-    outcomes = run_rounds(home, args.rounds, first=args.from_round, report=_say,
-                          policy=args.policy, fail_share=args.fail_share, seed=args.seed, domains=args.domains,
-                          tasks_per_domain=args.tasks_per_domain, rollouts_per_instance=args.rollouts_per_instance,
-                          max_turns=args.max_turns)
+    overrides = overrides_from(args)
+    try:  # every group, validated before anything runs
+        settings = {key: resolve(key, overrides) for key in ("round_config", "policy", "training", "warehouse")}
+    except SettingsError as exc:
+        _say(f"flywheel run: {exc}")
+        return 2
+    if settings["policy"].kind.trains:
+        for index in range(args.from_round, args.rounds):
+            key = round_key(index)
+            _say("plan: " + plan_round(key, previous_round=previous_round(key), config=settings["training"]).describe())
+    outcomes = run_rounds(home, args.rounds, first=args.from_round, report=_say, overrides=overrides,
+                          cascade=getattr(args, "cascade", False))
     ok = bool(outcomes) and all(o.success for o in outcomes) and len(outcomes) == args.rounds - args.from_round
     if ok:
         _say(f"{len(outcomes)} rounds materialised; see them with `flywheel ui --home {home}`")
@@ -127,6 +141,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from flywheel_assets.runner import INSTANCE_CONFIG, use_home
 
     instance_dir = use_home(_use_home(args))
+    from flywheel_assets.runner import fail_orphaned_runs_of
+
+    # a killed `flywheel run` left its run STARTED: fail it, or UI-launched rounds queue behind it
+    fail_orphaned_runs_of(Path(os.environ["FLYWHEEL_HOME"]), _say)
     workspace = INSTANCE_CONFIG.with_name("workspace.yaml")
     # `python -m` puts the working directory first on sys.path: start in the instance
     # directory, so a stray module in the user's directory cannot shadow one Dagster imports.
@@ -142,17 +160,21 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def _print_rows(rows: list[dict], as_json: bool, max_width: int) -> None:
+    from flywheel_assets.terminal import safe_text, strict_json
+
     if as_json:
-        print(json.dumps(rows, ensure_ascii=False, default=str))
+        print(strict_json(rows))
         return
     if not rows:
         _say("(no rows)")
         return
     table = Table(show_lines=False)
     for column in rows[0]:
-        table.add_column(column, overflow="fold")
+        table.add_column(safe_text(column), overflow="fold")
     for row in rows:
-        cells = [v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str) for v in row.values()]
+        # model text may hold terminal escapes, NUL or bidi overrides: shown as escapes
+        cells = [safe_text(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str))
+                 for v in row.values()]
         # Text, not markup: values hold brackets (JSON, ids) that rich would read as styles
         table.add_row(*(Text(c if len(c) <= max_width else c[: max_width - 1] + "…") for c in cells))
     Console(width=max(Console().width, 160)).print(table)
@@ -168,7 +190,9 @@ def cmd_sql(args: argparse.Namespace) -> int:
     try:
         rows = _warehouse(args).records(args.query)
     except (duckdb.Error, WarehouseError) as exc:
-        _say(f"flywheel sql: {exc}")
+        from flywheel_assets.terminal import safe_text
+
+        _say(f"flywheel sql: {safe_text(str(exc), keep_newlines=True)}")
         return 2
     _print_rows(rows, args.json, args.max_width)
     return 0
@@ -184,8 +208,11 @@ def cmd_lineage(args: argparse.Namespace) -> int:
         _say(f"flywheel lineage: {exc}")
         return 2
     if frame.height == 0:
-        _say(f"no parents recorded for {args.id}: it is a seed task, or no such id is in the warehouse")
-        return 1
+        from flywheel_assets.store.lineage import describe_rootless
+
+        found, message = describe_rootless(_warehouse(args), args.id)
+        _say(message)
+        return 0 if found else 1
     _print_rows(frame.to_dicts(), args.json, args.max_width)
     return 0
 
@@ -201,24 +228,31 @@ def cmd_export(args: argparse.Namespace) -> int:
         _say(f"flywheel export: {exc}")
         return 2
     if args.out:
-        with Path(args.out).open("w") as out:
-            write_jsonl(records, out)
+        from flywheel_assets.store.export import write_jsonl_file
+
+        try:
+            write_jsonl_file(records, Path(args.out))
+        except WarehouseError as exc:
+            _say(f"flywheel export: {exc}")
+            return 2
         _say(f"wrote {len(records)} episodes of round {args.round} to {args.out}")
-    else:
+        return 0
+    try:
         write_jsonl(records, sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader left (`| head`): say so once, without a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _say("flywheel export: the output was closed before the export finished")
+        return 1
     return 0
 
 
 def cmd_expansion(args: argparse.Namespace) -> int:
     """Per-domain summary of one round's seed expansion and hard-sample augmentation."""
     from flywheel_assets.world.expansion_report import expansion_summary
-    from flywheel_assets.world.pipeline import RoundConfig
 
-    config = RoundConfig(seed=args.seed, tasks_per_domain=args.tasks_per_domain,
-                         backtranslated_per_tree=args.backtranslated_per_tree,
-                         adversarial_share=args.adversarial_share, rollouts_per_instance=1,
-                         domains=tuple(args.domains.split(",")) if args.domains else RoundConfig().domains)
-    policy = _policy(args.policy, args.seed, args.fail_share)
+    config, policy = _engine_settings(args)
+    config = config.replace(rollouts_per_instance=1)
     rows = expansion_summary(config, policy)
     if args.json:
         print(json.dumps(rows))
@@ -232,45 +266,63 @@ def cmd_expansion(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_settings(args: argparse.Namespace) -> int:
+    """Every setting: its default, variable, flag and (unless --markdown) the value in effect here."""
+    from flywheel_assets.settings import GROUPS, settings_markdown
+
+    if args.markdown:
+        print(settings_markdown())
+        return 0
+    try:
+        current = {key: group.from_env().values() for key, group in GROUPS.items()}
+    except SettingsError as exc:
+        _say(f"flywheel settings: {exc}")
+        return 2
+    rows = [{"setting": f"{key}.{spec.name}", "value": current[key][spec.name], "default": spec.default,
+             "environment": spec.env, "flag": spec.flag or ""} for key, group in GROUPS.items() for spec in group.specs()]
+    _print_rows(rows, args.json, 60)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flywheel", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
+    engine_only = {"skip": ["round_config.eval_per_domain", "round_config.eval_seed", "round_config.max_rounds",
+                            "round_config.max_carried", "round_config.hard_sample_parents"]}
     rollout = verbs.add_parser("rollout", help="synthesise Mock World instances and run a scored rollout batch")
-    rollout.add_argument("--domains", default="", help="comma-separated domain names (default: all)")
-    rollout.add_argument("--per-domain", type=int, default=50)
-    rollout.add_argument("--samples", type=int, default=1, help="rollouts per instance")
-    rollout.add_argument("--policy", default="teacher", choices=["teacher", "teacher-jit", "random", "do-nothing"])
-    rollout.add_argument("--max-turns", type=int, default=30)
-    rollout.add_argument("--seed", type=int, default=0)
+    rollout.add_argument("--per-domain", type=int, default=50, help="seed instances per domain (default: 50)")
+    rollout.add_argument("--samples", type=int, default=1, help="rollouts per instance (default: 1)")
     rollout.add_argument("--out", help="write scored trajectories as JSONL here")
+    add_settings_flags(rollout, ["round_config", "policy"], defaults={"policy.name": "teacher"},
+                       skip=engine_only["skip"] + ["round_config.tasks_per_domain", "round_config.rollouts_per_instance",
+                                                   "round_config.backtranslated_per_tree",
+                                                   "round_config.adversarial_share", "round_config.augment_per_failure"])
     rollout.set_defaults(func=cmd_rollout)
 
     expansion = verbs.add_parser("expansion", help="summarise behaviour-tree expansion, back-translation, "
                                                    "adversarial share and the consistency filter, per domain")
-    expansion.add_argument("--tasks-per-domain", type=int, default=25)
-    expansion.add_argument("--backtranslated-per-tree", type=int, default=3)
-    expansion.add_argument("--adversarial-share", type=float, default=0.3)
-    expansion.add_argument("--policy", default="flaky-teacher",
-                           choices=["teacher", "teacher-jit", "random", "do-nothing", "flaky-teacher"])
-    expansion.add_argument("--fail-share", type=float, default=0.4)
-    expansion.add_argument("--domains", default="")
-    expansion.add_argument("--seed", type=int, default=0)
     expansion.add_argument("--json", action="store_true")
+    add_settings_flags(expansion, ["round_config", "policy"], defaults={"policy.name": "flaky-teacher"},
+                       skip=engine_only["skip"] + ["round_config.rollouts_per_instance"])
     expansion.set_defaults(func=cmd_expansion)
+
+    settings = verbs.add_parser("settings", help="every setting: default, FLYWHEEL_* variable, flag, current value")
+    settings.add_argument("--markdown", action="store_true", help="the README's settings table")
+    settings.add_argument("--json", action="store_true", help="one JSON array of row objects")
+    settings.set_defaults(func=cmd_settings)
 
     home = argparse.ArgumentParser(add_help=False)
     home.add_argument("--home", help="where .flywheel/ (warehouse, Dagster instance) lives "
                                      "(default: $FLYWHEEL_HOME, else the current directory)")
-    run = verbs.add_parser("run", parents=[home], help="materialise flywheel rounds in order into the Dagster instance")
+    run = verbs.add_parser("run", parents=[home], help="materialise flywheel rounds in order into the Dagster instance",
+                           description="Every settings flag overrides only the setting it names; the rest come "
+                                       "from FLYWHEEL_* variables, else the defaults (`flywheel settings`).")
     run.add_argument("--rounds", type=int, required=True, help="materialise rounds r000 … r(N-1)")
     run.add_argument("--from-round", type=int, default=0, help="start at this round (its predecessor must exist)")
-    run.add_argument("--policy", choices=["teacher", "teacher-jit", "random", "do-nothing", "flaky-teacher", "openai"])
-    run.add_argument("--fail-share", type=float, help="flaky-teacher: share of episodes it fails on purpose")
-    run.add_argument("--tasks-per-domain", type=int)
-    run.add_argument("--rollouts-per-instance", type=int)
-    run.add_argument("--max-turns", type=int)
-    run.add_argument("--domains", help="comma-separated domain packs (default: all)")
-    run.add_argument("--seed", type=int)
+    run.add_argument("--cascade", action="store_true",
+                     help="let a rerun that changes a round clear what later rounds built from it (without it, "
+                          "such a rerun is refused, naming those rounds)")
+    add_settings_flags(run)
     run.set_defaults(func=cmd_run)
     ui = verbs.add_parser("ui", parents=[home], help="the Dagster UI and daemon (dagster dev) on the home's instance")
     ui.add_argument("--host", default="127.0.0.1")
@@ -291,12 +343,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--successful-only", action="store_true", help="only episodes that passed their rubric")
     export.add_argument("--out", help="file to write (default: stdout)")
     export.set_defaults(func=cmd_export)
+    add_eval_verb(verbs, home)
+    add_domain_verbs(verbs)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except SettingsError as exc:  # an invalid setting is the user's to fix: one line, no traceback
+        _say(f"flywheel {args.verb}: {exc}")
+        return 2
 
 
 if __name__ == "__main__":

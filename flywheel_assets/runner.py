@@ -10,20 +10,29 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dagster import DagsterEventType, DagsterInstance
+from dagster import DagsterEventType, DagsterInstance, Definitions
+from dagster._core.definitions.reconstruct import ReconstructableRepository
+from dagster._core.execution.api import create_execution_plan, execute_run
+from dagster._core.execution.job_execution_result import JobExecutionResult
+from dagster._core.storage.tags import PARTITION_NAME_TAG
 
-from flywheel_assets.assets.common import ROUND_POOL
-from flywheel_assets.definitions import data_round_job, defs, eval_tasks_job, round_job
-from flywheel_assets.resources import EMBEDDED
+from flywheel_assets.assets.common import CASCADE_TAG, REBUILDING_TAG, ROUND_POOL, intact_stages, mark_missing
+from flywheel_assets.definitions import build_definitions, data_round_job, eval_tasks_job, round_job
 from flywheel_assets.partitions import ROUNDS_PARTITIONS_NAME, round_key
-from flywheel_assets.resources import dagster_home, warehouse_path
-from flywheel_assets.store import Warehouse
+from flywheel_assets.policies import PolicySettings
+from flywheel_assets.run_records import fail_orphaned_runs, process_tags, workspace_job_origin
+from flywheel_assets.settings import GROUPS, dagster_home, warehouse_path
+from flywheel_assets.store import Warehouse, WarehouseError
+from flywheel_assets.store.schema import ASSET_TABLES
+
+DEFINITIONS_MODULE = "flywheel_assets.definitions"
+ASSET_TABLE_OF = {table.asset_name: name for name, table in ASSET_TABLES.items()}
 
 INSTANCE_CONFIG = Path(__file__).resolve().parents[1] / "dagster.yaml"
 
@@ -64,22 +73,66 @@ def open_instance(home: Path) -> Iterator[DagsterInstance]:
         yield instance
 
 
-def run_config(*, warehouse: str | None = None, policy: str | None = None, fail_share: float | None = None,
-               log_level: str = "INFO", training: Mapping[str, Any] | None = None,
-               **round_knobs: Any) -> dict[str, Any]:
-    """Run config overriding only the knobs given (None = the resource's own setting)."""
-    resources: dict[str, dict[str, Any]] = {}
+def fail_orphaned_runs_of(home: Path, report: Report = print) -> list[str]:
+    """Mark failed the runs a killed ``flywheel run`` left "in progress" in ``home``'s instance
+    (``flywheel ui`` calls it at start, so rounds launched from the UI are not queued behind them)."""
+    with open_instance(home) as instance:
+        return fail_orphaned_runs(instance, report)
+
+
+_LEGACY_KNOBS = {"warehouse": ("warehouse", "path"), "policy": ("policy", "name"),
+                 "fail_share": ("policy", "fail_share")}
+
+
+def resource_config(definitions: Definitions, key: str) -> dict[str, Any]:
+    """The whole config of resource ``key`` as the definitions hold it now: values read from
+    ``FLYWHEEL_*`` variables stay (EnvVar fields as ``{"env": NAME}``, resolved by the run).
+    Run config replaces a resource's config as a whole, so an override must carry the rest."""
+    resource = definitions.resources[key]
+    # Dagster's own conversion of a ConfigurableResource into run config (no public name)
+    return dict(resource._convert_to_config_dictionary())
+
+
+def run_config(*, overrides: Mapping[str, Mapping[str, Any]] | None = None, log_level: str = "INFO",
+               training: Mapping[str, Any] | None = None, **knobs: Any) -> dict[str, Any]:
+    """Run config with every resource's whole config, and ``overrides`` ({resource key: {field:
+    value}}) over it: a flag overrides only the field it names, never the rest of the resource
+    (which keeps its FLYWHEEL_* settings). ``training`` and the keyword knobs (warehouse,
+    policy, fail_share, round_config fields; None = not given) are shorthands for overrides."""
+    merged: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (overrides or {}).items()}
     if training:
-        resources["training"] = {"config": dict(training)}
-    if warehouse is not None:
-        resources["warehouse"] = {"config": {"path": str(warehouse)}}
-    policy_config = {k: v for k, v in (("name", policy), ("fail_share", fail_share)) if v is not None}
-    if policy_config:
-        resources["policy"] = {"config": policy_config}
-    knobs = {k: v for k, v in round_knobs.items() if v is not None}
-    if knobs:
-        resources["round_config"] = {"config": knobs}
+        merged.setdefault("training", {}).update(training)
+    for name, value in knobs.items():
+        if value is None:
+            continue
+        key, field_name = _LEGACY_KNOBS.get(name, ("round_config", name))
+        merged.setdefault(key, {})[field_name] = str(value) if name == "warehouse" else value
+    definitions = build_definitions()
+    unknown = sorted(set(merged) - set(definitions.resources))
+    if unknown:
+        raise ValueError(f"unknown resources {unknown} in overrides; the resources are {sorted(definitions.resources)}")
+    resources = {key: {"config": {**resource_config(definitions, key), **merged.get(key, {})}}
+                 for key in definitions.resources}
     return {"resources": resources, "loggers": {"console": {"config": {"log_level": log_level}}}}
+
+
+def execute(instance: DagsterInstance, job_name: str, config: Mapping[str, Any],
+            partition_key: str | None = None, tags: Mapping[str, str] | None = None) -> JobExecutionResult:
+    """Run ``job_name`` in this process as a run of the workspace's code location (the origin
+    a UI launch gives it), tagged with this process so a later run can tell if it died."""
+    recon_job = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs").get_reconstructable_job(job_name)
+    job_def = recon_job.get_definition()
+    tags = {**job_def.run_tags, **(tags or {}), **process_tags()}
+    if partition_key is not None:
+        tags[PARTITION_NAME_TAG] = partition_key
+    origin = workspace_job_origin(job_name)
+    run = instance.create_run_for_job(
+        job_def=job_def, run_config=dict(config), tags=tags, remote_job_origin=origin,
+        job_code_origin=recon_job.get_python_origin(),
+        execution_plan=create_execution_plan(recon_job, run_config=dict(config),
+                                             instance_ref=instance.get_ref() if instance.is_persistent else None,
+                                             tags=tags))
+    return execute_run(recon_job, run, instance, raise_on_error=False)
 
 
 def failure_message(result: Any) -> str:
@@ -90,8 +143,17 @@ def failure_message(result: Any) -> str:
             error = event.step_failure_data.error
             while error is not None and error.cause is not None and (error.cls_name or "").startswith("Dagster"):
                 error = error.cause
-            return f"{event.step_key} failed: {error.message.strip() if error else 'no error recorded'}"
+            message = error.message.strip() if error else "no error recorded"
+            kind, _, text = message.partition(": ")
+            if error is not None and error.cls_name and kind.endswith("." + error.cls_name):  # no module path
+                # a Failure carries the asset's own words; other errors keep their class name
+                message = text if error.cls_name == "Failure" else f"{error.cls_name}: {text}"
+            return f"{event.step_key} failed: {message}"
     return "the run failed (see the Dagster UI for its log)"
+
+
+def failed_step(result: Any) -> str | None:
+    return next((e.step_key for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE), None)
 
 
 def _round_figures(store: Warehouse, key: str) -> dict[str, float]:
@@ -100,34 +162,56 @@ def _round_figures(store: Warehouse, key: str) -> dict[str, float]:
     return dict(frame.iter_rows()) if frame.height else {}
 
 
-def materialize_eval_tasks(instance: DagsterInstance, config: Mapping[str, Any], report: Report = print) -> bool:
+def materialize_eval_tasks(instance: DagsterInstance, config: Mapping[str, Any], report: Report = print, *,
+                           rebuilding: Sequence[str] = (), cascade: bool = False) -> bool:
+    """The held-out set. A changed set clears every round's evaluation (measured on the old
+    one): allowed for the rounds being ``rebuilding`` now, refused for others unless ``cascade``."""
     started = time.perf_counter()
-    result = defs.resolve_job_def(eval_tasks_job.name).execute_in_process(
-        instance=instance, run_config=dict(config), raise_on_error=False)
+    result = execute(instance, eval_tasks_job.name, config, tags=rerun_tags(rebuilding, cascade))
     report(f"eval_tasks: {'ok' if result.success else failure_message(result)} "
            f"in {time.perf_counter() - started:.1f}s")
     return result.success
 
 
+def rerun_tags(rebuilding: Sequence[str], cascade: bool) -> dict[str, str]:
+    """Run tags that let a run's writes clear partitions of ``rebuilding`` rounds (or any, with
+    ``cascade``) derived from rows it changes."""
+    return {REBUILDING_TAG: ",".join(rebuilding), **({CASCADE_TAG: "true"} if cascade else {})}
+
+
 def materialize_rounds(instance: DagsterInstance, keys: list[str], config: Mapping[str, Any],
-                       store: Warehouse, report: Report = print, *, train: bool = True) -> list[RoundOutcome]:
+                       store: Warehouse, report: Report = print, *, train: bool = True,
+                       cascade: bool = False) -> list[RoundOutcome]:
     """Add each round's partition if needed and materialise the round, in order; stop at
     the first failure (the next round would start from it). ``train``: complete rounds
-    (checkpoint and evaluation); otherwise the data stages only."""
-    job = defs.resolve_job_def((round_job if train else data_round_job).name)
+    (checkpoint and evaluation); otherwise the data stages only.
+
+    A rerun that changes a round's rows clears what was derived from them; when later rounds
+    outside ``keys`` were built from them, the write is refused, naming those rounds, unless
+    ``cascade``. So no round is left built from rows that no longer exist. Identical rows
+    (same configuration) change nothing and are never refused."""
+    job = (round_job if train else data_round_job).name
+    try:
+        store.check_readable()
+    except WarehouseError as exc:
+        report(f"round {keys[0]}: not started: {exc}")
+        return [RoundOutcome(keys[0], False, 0.0, "", error=str(exc))]
     outcomes = []
-    for key in keys:
+    for index, key in enumerate(keys):
         if not instance.has_dynamic_partition(ROUNDS_PARTITIONS_NAME, key):
             instance.add_dynamic_partitions(ROUNDS_PARTITIONS_NAME, [key])
         report(f"round {key}: materialising")
         started = time.perf_counter()
-        result = job.execute_in_process(partition_key=key, instance=instance, run_config=dict(config),
-                                        raise_on_error=False)
+        result = execute(instance, job, config, partition_key=key, tags=rerun_tags(keys[index + 1:], cascade))
         outcome = RoundOutcome(key, result.success, time.perf_counter() - started, result.run_id)
         if not result.success:
-            outcome.error = failure_message(result)
+            stage = failed_step(result)
+            outcome.error = failure_message(result) + (
+                f"; {intact_stages(store, key, ASSET_TABLE_OF.get(stage, stage))}" if stage else "")
             report(f"round {key}: FAILED after {outcome.seconds:.1f}s: {outcome.error}")
             outcomes.append(outcome)
+            # what this run cleared in the rounds it will not reach now: say so in Dagster too
+            mark_missing(instance, store, keys[index + 1:], f"round {key} failed during a rerun that cleared them")
             break
         outcome.figures = _round_figures(store, key)
         outcomes.append(outcome)
@@ -149,18 +233,35 @@ def summarize(figures: Mapping[str, float]) -> str:
     return ", ".join(f"{label} {fmt.format(figures[key])}" for key, label, fmt in shown if key in figures)
 
 
+def trains(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> bool:
+    """Whether the policy these overrides (over the environment) name trains a checkpoint."""
+    return PolicySettings.from_env(**dict((overrides or {}).get("policy", {}))).kind.trains
+
+
 def run_rounds(home: Path, rounds: int, *, first: int = 0, report: Report = print,
-               **knobs: Any) -> list[RoundOutcome]:
-    """``flywheel run``: the held-out set, then rounds ``first`` … ``rounds - 1`` in order."""
+               overrides: Mapping[str, Mapping[str, Any]] | None = None, cascade: bool = False
+               ) -> list[RoundOutcome]:
+    """``flywheel run``: the held-out set, then rounds ``first`` … ``rounds - 1`` in order.
+    ``overrides``: {resource key: {field: value}} for exactly the flags given; every other
+    setting keeps its FLYWHEEL_* value. ``cascade``: see ``materialize_rounds``."""
     if rounds <= first:
         raise ValueError(f"--rounds {rounds} leaves nothing to run from round {first}")
+    overrides = {key: dict(values) for key, values in (overrides or {}).items()}
+    # every group validated now (a bad flag or variable is one clear error before any run)
+    settings = {key: group.from_env(**overrides.get(key, {})) for key, group in GROUPS.items()}
     with open_instance(home) as instance:
-        store = Warehouse(warehouse_path())
-        config = run_config(**knobs)
+        fail_orphaned_runs(instance, report)
+        config = run_config(overrides=overrides)
+        path = settings["warehouse"].path
+        store = Warehouse(Path(path).resolve() if path else warehouse_path(), on_lock_wait=report)
         report(f"home {home.resolve()}: instance {os.environ['DAGSTER_HOME']}, warehouse {store.path}")
-        if not materialize_eval_tasks(instance, config, report):
+        try:
+            store.check_readable()
+        except WarehouseError as exc:
+            report(f"flywheel run: {exc}")
             return []
-        policy = config["resources"].get("policy", {}).get("config", {}).get("name") or os.environ.get(
-            "FLYWHEEL_POLICY", EMBEDDED)
-        return materialize_rounds(instance, [round_key(i) for i in range(first, rounds)], config, store, report,
-                                  train=policy == EMBEDDED)
+        keys = [round_key(i) for i in range(first, rounds)]
+        if not materialize_eval_tasks(instance, config, report, rebuilding=keys, cascade=cascade):
+            return []
+        return materialize_rounds(instance, keys, config, store, report,
+                                  train=settings["policy"].kind.trains, cascade=cascade)

@@ -14,7 +14,7 @@ from dagster import (
     sensor,
 )
 
-from flywheel_assets.partitions import ROUNDS_PARTITIONS_NAME, round_index, round_key, rounds_partitions
+from flywheel_assets.partitions import ROUNDS_PARTITIONS_NAME, is_round_key, round_index, round_key, rounds_partitions
 from flywheel_assets.resources import RoundConfigResource
 
 ROUND_JOB_NAME = "flywheel_round"
@@ -24,7 +24,12 @@ LAST_STAGE = AssetKey("hard_samples")
 
 
 def next_round(existing: Sequence[str], completed: Collection[str], max_rounds: int) -> tuple[str | None, str]:
-    """The round to add and launch next (or None) and why."""
+    """The round to add and launch next (or None) and why. A partition whose name is not a
+    round key (one added by hand in the UI) stops the sensor, named, until it is deleted."""
+    strays = sorted(k for k in existing if not is_round_key(k))
+    if strays:
+        return None, (f"partitions {strays} of '{ROUNDS_PARTITIONS_NAME}' are not round keys (r000, r001, …): "
+                      f"delete them in the UI (asset → Partitions) and the sensor continues")
     if not existing:
         return round_key(0), "no rounds yet: starting the flywheel"
     latest = max(existing, key=round_index)
@@ -42,7 +47,7 @@ def round_advance_sensor(context: SensorEvaluationContext, round_config: RoundCo
     ``round_config.max_rounds`` rounds (FLYWHEEL_MAX_ROUNDS)."""
     existing = context.instance.get_dynamic_partitions(ROUNDS_PARTITIONS_NAME)
     completed = context.instance.get_materialized_partitions(LAST_STAGE)
-    key, reason = next_round(existing, completed, round_config.checked().max_rounds)
+    key, reason = next_round(existing, completed, round_config.round_config().max_rounds)
     if key is None:
         return SkipReason(reason)
     context.log.info(f"launching round {key}: {reason}")

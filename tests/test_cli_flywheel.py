@@ -89,7 +89,7 @@ def test_lineage_verb_reaches_a_seed_task(in_home, capsys):
     assert trace[0]["relation"] == "carried_over" and trace[0]["parent_round"] == "r000"
     assert trace[-1]["parent_table"] == "seed_tasks"
     assert main(["lineage", "no-such-id"]) == 1
-    assert "no parents recorded" in capsys.readouterr().err
+    assert "no row has the id no-such-id" in capsys.readouterr().err
 
 
 def test_export_writes_openai_messages_jsonl_that_datasets_loads(in_home, tmp_path, capsys):

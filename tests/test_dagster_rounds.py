@@ -24,7 +24,8 @@ SMALL = {"tasks_per_domain": 2, "rollouts_per_instance": 2}
 
 
 def small_config(path: Path) -> dict:
-    return run_config(warehouse=str(path), policy="flaky-teacher", fail_share=0.5, log_level="WARNING", **SMALL)
+    return run_config(overrides={"warehouse": {"path": str(path)}, "policy": {"name": "flaky-teacher", "fail_share": 0.5},
+                       "round_config": SMALL}, log_level="WARNING")
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def two_rounds(tmp_path_factory):
 
 def table_snapshot(store: Warehouse, round: str) -> dict[str, list]:
     return {name: store.read_round(name, round) for name in ASSET_TABLES
-            if name not in ("eval_tasks", "policy_checkpoints", "evaluations")}  # data rounds: no training
+            if name not in ("eval_tasks", "policy_checkpoints", "evaluations", "external_evaluations")}  # no training
 
 
 def test_round_1_contains_round_0s_kept_hard_samples(two_rounds):
@@ -72,12 +73,13 @@ def test_lineage_traces_a_round_1_hard_sample_to_its_round_0_seed(two_rounds):
 
 def test_rematerialising_a_round_is_idempotent(two_rounds):
     instance, store, _ = two_rounds
-    before = table_snapshot(store, "r000")
+    before = {r: table_snapshot(store, r) for r in ("r000", "r001")}
     lineage_before = store.records("SELECT * FROM lineage ORDER BY ALL")
+    # the same configuration gives the same rows: nothing is cleared, and r001 (built from r000) stands
     [outcome] = materialize_rounds(instance, ["r000"], small_config(store.path), store, report=lambda _: None,
                                    train=False)
     assert outcome.success
-    assert table_snapshot(store, "r000") == before
+    assert {r: table_snapshot(store, r) for r in ("r000", "r001")} == before
     lineage_after = store.records("SELECT * FROM lineage ORDER BY ALL")
     assert lineage_after == lineage_before
     assert store.records("SELECT count(*) AS n FROM (SELECT DISTINCT * FROM lineage)") == [{"n": len(lineage_after)}]
@@ -144,7 +146,7 @@ def test_definitions_load_with_every_asset_check_job_and_a_stopped_sensor():
     assert job.partitions_def is not None and job.partitions_def.name == "rounds"
     sensor = defs.resolve_sensor_def("round_advance_sensor")
     assert sensor.default_status.value == "STOPPED"
-    assert set(defs.resources) == {"warehouse", "policy", "round_config", "training"}
+    assert {"warehouse", "policy", "round_config", "training"} <= set(defs.resources)
     full = {k.to_user_string() for k in defs.resolve_job_def(round_job.name).asset_layer.executable_asset_keys}
     assert full == assets - {"eval_tasks"}
 
@@ -176,6 +178,15 @@ def test_sensor_adds_and_launches_the_next_round_only_after_the_last_stage_compl
 
     capped = build_sensor_context(instance=instance, resources={"round_config": RoundConfigResource(max_rounds=2)})
     assert isinstance(round_advance_sensor(capped), SkipReason)
+
+
+def test_a_partition_that_is_not_a_round_key_makes_the_sensor_skip_naming_it_not_raise():
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("rounds", ["r000", "my test"])  # as added by hand in the UI
+    context = build_sensor_context(instance=instance, resources={"round_config": RoundConfigResource(max_rounds=3)})
+    result = round_advance_sensor(context)
+    assert isinstance(result, SkipReason)
+    assert "['my test']" in result.skip_message and "are not round keys" in result.skip_message
 
 
 def test_round_keys():
@@ -215,8 +226,9 @@ def test_resources_take_their_settings_from_flywheel_environment_variables(tmp_p
     result = build_definitions().resolve_job_def("flywheel_data_round").execute_in_process(
         instance=instance, partition_key="r000", raise_on_error=False)
     assert not result.success
-    assert failure_message(result) == ("seed_tasks failed: ValueError: round_config: tasks_per_domain must be >= 1, "
-                                       "got 0 (FLYWHEEL_TASKS_PER_DOMAIN)")
+    message = failure_message(result)  # the setting's own error, without the module path
+    assert message.startswith("seed_tasks failed: SettingsError: ") and "tasks_per_domain" in message
+    assert "FLYWHEEL_TASKS_PER_DOMAIN" in message and "got 0" in message
     assert len(store.read_round("task_instances", "r000")) == len(instances)  # the failed run changed nothing
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from flywheel_assets.store.schema import ASSET_TABLES
+
 BIN = Path(sys.executable).parent
 ASSETS_QUERY = """{ assetNodes { assetKey { path } partitionKeys
   assetPartitionStatuses { ... on DefaultPartitionStatuses { materializedPartitions } } } }"""
@@ -32,6 +34,10 @@ def graphql(port: int, query: str) -> dict:
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
+
+JOB_RUNS_QUERY = """{ repositoryOrError(repositorySelector: {repositoryName: "__repository__",
+  repositoryLocationName: "flywheel"}) { ... on Repository { jobs { name
+  runs { status tags { key value } } } } } }"""
 
 ROUND_ASSETS = ["seed_tasks", "behavior_trees", "task_instances", "rollouts", "rubric_scores", "hard_samples"]
 
@@ -88,8 +94,15 @@ def test_ui_serves_assets_and_partitions_runs_backfills_and_stops_by_pid(tmp_pat
     try:
         data = wait_for_assets(port, ui)
         nodes = {"/".join(n["assetKey"]["path"]): n for n in data["data"]["assetNodes"]}
-        assert set(nodes) == {"seed_tasks", "behavior_trees", "task_instances", "rollouts", "rubric_scores",
-                              "hard_samples", "eval_tasks"}
+        assert set(nodes) == {t.asset_name for t in ASSET_TABLES.values()}
+        # the rounds `flywheel run` made are the job's own runs (its Runs tab, the Jobs list bars),
+        # which the UI finds by the code location's repository label, not by job name alone
+        job_runs = graphql(port, JOB_RUNS_QUERY)["data"]["repositoryOrError"]["jobs"]
+        runs = {j["name"]: j["runs"] for j in job_runs}
+        partitions = [next(t["value"] for t in r["tags"] if t["key"] == "dagster/partition")
+                      for r in runs["flywheel_data_round"]]
+        assert sorted(partitions) == ["r000", "r001"]
+        assert [r["status"] for r in runs["held_out_eval_tasks"]] == ["SUCCESS"]
         for name in ("seed_tasks", "hard_samples"):
             assert nodes[name]["partitionKeys"] == ["r000", "r001"]
             assert sorted(nodes[name]["assetPartitionStatuses"]["materializedPartitions"]) == ["r000", "r001"]

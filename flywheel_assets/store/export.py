@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import tempfile
+from pathlib import Path
 from typing import Any, TextIO
 
 from flywheel_assets.store.warehouse import Warehouse, WarehouseError
@@ -41,3 +45,55 @@ def export_records(store: Warehouse, round: str, *, successful_only: bool = Fals
 def write_jsonl(records: list[dict[str, Any]], out: TextIO) -> None:
     for record in records:
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+class ExportError(WarehouseError):
+    """An export that could not be written; the message is one line and the previous file at
+    the path (if any) is unchanged."""
+
+
+def write_jsonl_file(records: list[dict[str, Any]], path: Path) -> None:
+    """Write ``records`` to ``path`` through a temporary file in the same folder, renamed over
+    ``path`` only once complete: a failure mid-write leaves the previous file as it was."""
+    path = Path(path)
+    if path.is_dir():
+        raise ExportError(f"cannot write {path}: it is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise ExportError(f"cannot write {path}: the folder {path.parent} does not exist")
+    try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    except OSError as exc:
+        raise ExportError(f"cannot write {path}: {_reason(exc)}") from None
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            write_jsonl(records, out)
+            out.flush()
+            os.fsync(out.fileno())
+        if path.exists():  # keep the previous file's permissions
+            os.chmod(temporary, path.stat().st_mode & 0o7777)
+        else:
+            os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, path)
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
+        kept = "the previous file is unchanged" if path.exists() else "nothing was written"
+        raise ExportError(f"cannot write {path}: {_reason(exc)}; {kept}") from None
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "the disk is full"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if exc.errno == errno.EROFS:
+        return "the file system is read-only"
+    return exc.strerror or str(exc)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -19,6 +19,7 @@ class Table:
     id_column: str
     description: str
     asset: str = ""  # the asset that writes it, when its name differs from the table's
+    unique: str = ""  # a column declared PRIMARY KEY (only tables that are not replaced per round)
 
     @property
     def asset_name(self) -> str:
@@ -88,7 +89,7 @@ POLICY_CHECKPOINTS = _table(
     "base_checkpoint is the previous round's checkpoint (NULL in r000, trained from the built base: base_sha256)",
     ("checkpoint_id", "VARCHAR"), ("path", "VARCHAR"), ("kind", "VARCHAR"), ("base_checkpoint", "VARCHAR"),
     ("base_path", "VARCHAR"), ("base_sha256", "VARCHAR"), ("policy", "VARCHAR"), ("data_counts", "JSON"),
-    ("losses", "JSON"), ("rewards", "JSON"), ("meta", "JSON"), asset="policy_checkpoint",
+    ("losses", "JSON"), ("rewards", "JSON"), ("meta", "JSON"), ("plan", "JSON"), asset="policy_checkpoint",
 )
 EVALUATIONS = _table(
     "evaluations", "evaluation_id",
@@ -98,6 +99,14 @@ EVALUATIONS = _table(
     ("evaluation_id", "VARCHAR"), ("checkpoint_id", "VARCHAR"), ("group_name", "VARCHAR"), ("tasks", "BIGINT"),
     ("trials", "BIGINT"), ("pass_1", "DOUBLE"), ("pass_k", "DOUBLE"), ("reward_mean", "DOUBLE"), ("row", "JSON"),
     ("subject", "VARCHAR"), asset="evaluation",
+)
+EXTERNAL_EVALUATIONS = _table(
+    "external_evaluations", "evaluation_id",
+    "the round's checkpoint on the external benchmarks (BFCL-v4 multi-turn, tau2-bench): one row per benchmark, "
+    "category or domain, metric and k; model is the agent policy, user_model tau2's user simulator",
+    ("evaluation_id", "VARCHAR"), ("checkpoint_id", "VARCHAR"), ("benchmark", "VARCHAR"), ("category", "VARCHAR"),
+    ("split", "VARCHAR"), ("metric", "VARCHAR"), ("value", "DOUBLE"), ("k", "BIGINT"), ("trials", "BIGINT"),
+    ("entries", "BIGINT"), ("model", "VARCHAR"), ("user_model", "VARCHAR"), asset="external_evaluation",
 )
 ROUND_METRICS = Table(
     "round_metrics",
@@ -111,11 +120,55 @@ ROUND_PARTITIONS = Table(
     "table_name", "which (table, round) partitions were written, so an empty partition differs from a missing one",
 )
 
+LLM_CACHE = Table(
+    "llm_cache",
+    (("request_hash", "VARCHAR"), ("role", "VARCHAR"), ("model", "VARCHAR"), ("response", "JSON"),
+     ("prompt_tokens", "BIGINT"), ("completion_tokens", "BIGINT"), ("latency_ms", "DOUBLE"),
+     ("first_round", "VARCHAR")),
+    "request_hash",
+    "the LLM call cache, content-addressed (hash of model, messages, tools, sampling parameters, sample index): "
+    "not per round, so re-materialising a round with the same configuration calls no endpoint; first_round is "
+    "the round that first made the call",
+    unique="request_hash",
+)
+LLM_CALLS = Table(
+    "llm_calls",
+    (("round", "VARCHAR"), ("stage", "VARCHAR"), ("call_index", "BIGINT"), ("role", "VARCHAR"), ("model", "VARCHAR"),
+     ("request_hash", "VARCHAR"), ("cached", "BOOLEAN"), ("prompt_tokens", "BIGINT"), ("completion_tokens", "BIGINT"),
+     ("latency_ms", "DOUBLE"), ("error", "VARCHAR")),
+    "request_hash",
+    "every LLM call a stage of a round made (cached = answered from llm_cache), replaced with the stage's rows",
+)
+
 ASSET_TABLES: dict[str, Table] = {t.name: t for t in (
     SEED_TASKS, BEHAVIOR_TREES, TASK_INSTANCES, ROLLOUTS, RUBRIC_SCORES, HARD_SAMPLES, EVAL_TASKS,
-    POLICY_CHECKPOINTS, EVALUATIONS)}
+    POLICY_CHECKPOINTS, EVALUATIONS, EXTERNAL_EVALUATIONS)}
+STAGE_TABLES: dict[str, Table] = {LLM_CALLS.name: LLM_CALLS}
+"""Per-(round, stage) tables written beside a stage's own rows (``replace_round(..., extra=...)``)."""
 TABLES: dict[str, Table] = {**ASSET_TABLES, ROUND_METRICS.name: ROUND_METRICS,
-                            ROUND_PARTITIONS.name: ROUND_PARTITIONS}
+                            ROUND_PARTITIONS.name: ROUND_PARTITIONS, LLM_CACHE.name: LLM_CACHE,
+                            LLM_CALLS.name: LLM_CALLS}
+
+STAGE_PARENTS: dict[str, tuple[str, ...]] = {
+    "seed_tasks": (),
+    "behavior_trees": ("seed_tasks",),
+    "task_instances": ("seed_tasks", "behavior_trees"),
+    "rollouts": ("task_instances",),
+    "rubric_scores": ("task_instances", "rollouts"),
+    "hard_samples": ("task_instances", "rollouts", "rubric_scores"),
+    "policy_checkpoints": ("rollouts", "rubric_scores", "hard_samples"),
+    "evaluations": ("policy_checkpoints",),
+    "external_evaluations": ("policy_checkpoints",),
+}
+"""A round's tables and the tables of the same round each is derived from (the assets' deps;
+a test keeps them equal), in data-flow order: rewriting one makes everything derived from it
+stale."""
+ROUND_STAGES: tuple[str, ...] = tuple(STAGE_PARENTS)
+
+NEXT_ROUND_READS: dict[str, str] = {"hard_samples": "task_instances", "policy_checkpoints": "rollouts"}
+"""What round r+1 reads of round r, and its first stage that reads it: its task_instances
+carry r's kept hard samples in; its rollouts play r's checkpoint (and its training starts
+from it)."""
 
 EVAL_ROUND = "eval"
 """The ``round`` value of the held-out set: it belongs to no flywheel round."""
@@ -147,6 +200,7 @@ PARENT_EDGES: tuple[ParentEdge, ...] = (
     ParentEdge("policy_checkpoints", "base_checkpoint", False, "'trained_from'"),
     # the built base is a folder, not a row: its evaluation has no parent in the warehouse
     ParentEdge("evaluations", "checkpoint_id", False, "'evaluation_of'", "subject IS DISTINCT FROM 'base'"),
+    ParentEdge("external_evaluations", "checkpoint_id", False, "'external_evaluation_of:' || benchmark"),
 )
 
 
@@ -173,6 +227,25 @@ def lineage_ids_sql() -> str:
                                for t in ASSET_TABLES.values() if t.name != "eval_tasks")
 
 
+def downstream_stages(table: str) -> tuple[str, ...]:
+    """The stages of a round derived, directly or not, from ``table``, in data-flow order; ()
+    for tables outside the round (eval_tasks)."""
+    derived: set[str] = set()
+    for stage in ROUND_STAGES:  # data-flow order: a stage's parents come before it
+        if any(parent == table or parent in derived for parent in STAGE_PARENTS[stage]):
+            derived.add(stage)
+    return tuple(s for s in ROUND_STAGES if s in derived)
+
+
+def next_round_stale(stages: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The stages of round r+1 made stale when ``stages`` of round r are rewritten: those that
+    read them, and what is derived from those; () when round r+1 reads none of them."""
+    entries = {NEXT_ROUND_READS[s] for s in stages if s in NEXT_ROUND_READS}
+    stale = entries | {d for e in entries for d in downstream_stages(e)}
+    return tuple(s for s in ROUND_STAGES if s in stale)
+
+
 def create_table_sql(table: Table) -> str:
-    columns = ", ".join(f"{name} {kind}" for name, kind in table.columns)
+    columns = ", ".join(f"{name} {kind}" + (" PRIMARY KEY" if name == table.unique else "")
+                        for name, kind in table.columns)
     return f"CREATE TABLE IF NOT EXISTS {table.name} ({columns})"

@@ -9,11 +9,10 @@ fails with a message that names the process holding the lock.
 from __future__ import annotations
 
 import json
+import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime, timezone
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,43 +20,48 @@ import duckdb
 import polars as pl
 
 from flywheel_assets.round_keys import round_index
+from flywheel_assets.store.errors import SchemaMismatch, WarehouseError
+from flywheel_assets.store.frames import JsonText, insert, metrics_frame, now, plain, typed_frame  # noqa: F401 (JsonText: re-exported)
+from flywheel_assets.store.invalidation import Partition, describe, later_rounds, stale_partitions
 from flywheel_assets.store.schema import (
     ASSET_TABLES,
     EVAL_ROUND,
+    LLM_CACHE,
     ROUND_METRICS,
     ROUND_PARTITIONS,
+    STAGE_TABLES,
     TABLES,
     Table,
     create_table_sql,
     lineage_view_sql,
 )
 
-_POLARS_TYPES = {"VARCHAR": pl.String, "JSON": pl.String, "BIGINT": pl.Int64, "DOUBLE": pl.Float64,
-                 "BOOLEAN": pl.Boolean, "TIMESTAMP": pl.Datetime("us")}
-_FILLED_BY_STORE = ("round", "position")
-
-
-class JsonText(str):
-    """A value already serialised as JSON: a JSON column stores it as it is (the rows of big
-    objects are serialised once, by the caller, instead of being converted twice)."""
-
-
-class WarehouseError(RuntimeError):
-    """Anything the warehouse refuses to do, with a message that says why and what to do."""
-
-
-class SchemaMismatch(WarehouseError):
-    pass
+READ_ONLY_CONFIG = {"enable_external_access": False, "lock_configuration": True}
+"""Read-only connections (``flywheel sql``, every read) reach no file but the warehouse:
+no COPY TO, ATTACH, EXPORT DATABASE, read_csv of other files or extension loading, and
+the configuration cannot be changed back."""
 
 
 def _is_lock_conflict(exc: duckdb.Error) -> bool:
     return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
 
 
+def _lock_holder(exc: duckdb.Error) -> str:
+    match = re.search(r"PID (\d+)", str(exc))
+    return f"process {match.group(1)}" if match else "another process"
+
+
 class Warehouse:
-    def __init__(self, path: str | Path, lock_timeout_s: float = 120.0):
+    def __init__(self, path: str | Path, lock_timeout_s: float = 120.0,
+                 on_lock_wait: Callable[[str], None] | None = None):
         self.path = Path(path)
         self.lock_timeout_s = lock_timeout_s
+        self.on_lock_wait = on_lock_wait
+        """Told once per connection that has to wait for another process's lock, and who holds it."""
+        self.lock_wait_s = 0.0
+        """Seconds spent waiting for locks by this object, all connections together."""
+        self.last_invalidated: list[Partition] = []
+        """The partitions the last ``replace_round`` cleared because they were derived from it."""
         self._schema_checked = False
 
     # -- connections -------------------------------------------------------------------
@@ -70,17 +74,27 @@ class Warehouse:
                                  f"(`flywheel run --rounds 1`), or point FLYWHEEL_HOME / --home at one")
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + self.lock_timeout_s
+        started = time.monotonic()
+        deadline = started + self.lock_timeout_s
         delay = 0.05
+        waiting = False
         while True:
             try:
-                con = duckdb.connect(str(self.path), read_only=read_only)
+                con = duckdb.connect(str(self.path), read_only=read_only,
+                                     config=dict(READ_ONLY_CONFIG) if read_only else {})
                 break
             except duckdb.Error as exc:
                 if not _is_lock_conflict(exc) or time.monotonic() >= deadline:
+                    self.lock_wait_s += time.monotonic() - started if waiting else 0.0
                     raise WarehouseError(f"cannot open the warehouse {self.path}: {exc}") from exc
+                if not waiting and self.on_lock_wait is not None:
+                    self.on_lock_wait(f"waiting up to {self.lock_timeout_s:.0f}s for the warehouse {self.path}: "
+                                      f"{_lock_holder(exc)} holds its lock")
+                waiting = True
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
+        if waiting:
+            self.lock_wait_s += time.monotonic() - started
         try:
             yield con
         finally:
@@ -132,38 +146,158 @@ class Warehouse:
     # -- writes ------------------------------------------------------------------------
 
     def replace_round(self, table: str, round: str, rows: Sequence[Mapping[str, Any]],
-                      metrics: Mapping[str, float] | None = None) -> int:
+                      metrics: Mapping[str, float] | None = None, *,
+                      extra: Mapping[str, Sequence[Mapping[str, Any]]] | None = None, cascade: bool = False,
+                      rebuilding: Collection[str] = ()) -> int:
         """Replace ``round``'s rows of ``table`` (and that stage's metrics for the round) in one
         transaction: a crash leaves either the old rows or the new ones. An empty ``rows`` is
-        written as an empty partition. Bad rows are refused before anything is touched."""
+        written as an empty partition. Bad rows are refused before anything is touched.
+
+        ``extra`` maps a per-stage table (``llm_calls``) to this stage's rows of it, replaced in
+        the same transaction. When the rows differ from the ones they replace, the same
+        transaction clears every partition derived from them (the round's later stages;
+        ``last_invalidated`` lists them), so a round is never a mix of two runs; identical rows
+        (a rerun with the same configuration) leave what was derived from them in place. When
+        later rounds were built from changed rows, the write is refused unless ``cascade`` or
+        the caller is ``rebuilding`` those rounds (then their derived partitions are cleared)."""
         spec = _asset_table(table)
         _check_round(spec, round)
-        frame = _frame(spec, round, rows)
-        metric_frame = _metrics_frame(round, table, metrics or {})
+        frame = typed_frame(spec, round, rows)
+        metric_frame = metrics_frame(round, table, metrics or {})
+        extra_frames = {}
+        for name, extra_rows in (extra or {}).items():
+            if name not in STAGE_TABLES:
+                raise WarehouseError(f"unknown per-stage table {name!r}; they are {sorted(STAGE_TABLES)}")
+            extra_frames[name] = typed_frame(STAGE_TABLES[name], round, extra_rows, stage=table)
         if not self._schema_checked:
             self.ensure_schema()
         with self.connect() as con:
             con.begin()
             try:
+                written = _written(con)
+                unchanged = (table, round) in written and _same_rows(con, spec, round, frame)
+                stale = [] if unchanged else stale_partitions(written, table, round)
+                dependents = [r for r in later_rounds(stale, round) if r not in rebuilding]
+                if dependents and not cascade:
+                    rerun = (f"`flywheel run --from-round {round_index(round)} --rounds "
+                             f"{round_index(dependents[-1]) + 1}`" if round != EVAL_ROUND else "their evaluation")
+                    raise WarehouseError(
+                        f"refusing to rewrite {table} of round {round}: later rounds {', '.join(dependents)} were "
+                        f"built from it ({describe(p for p in stale if p[1] in dependents)}). Rerun them too "
+                        f"({rerun}), or pass --cascade to clear them; nothing was written")
+                self._clear(con, stale)
                 self._write_partition(con, spec, round, frame, metric_frame)
+                for name, extra_frame in extra_frames.items():
+                    con.execute(f"DELETE FROM {name} WHERE round = ? AND stage = ?", [round, table])
+                    insert(con, STAGE_TABLES[name], extra_frame)
                 con.commit()
             except BaseException:
                 con.rollback()
                 raise
+        self.last_invalidated = stale
         return frame.height
+
+    def stale_if_rewritten(self, table: str, round: str) -> list[Partition]:
+        """The written partitions that rewriting ``table`` of ``round`` would clear."""
+        if not self.path.exists():
+            return []
+        with self.connect(read_only=True) as con:
+            return stale_partitions(_written(con) if _has_table(con, ROUND_PARTITIONS.name) else [], table, round)
+
+    def invalidate(self, partitions: Sequence[Partition]) -> None:
+        """Clear ``partitions`` (rows, metrics, LLM call log, written marks) in one transaction."""
+        if not partitions:
+            return
+        with self.connect() as con:
+            con.begin()
+            try:
+                self._clear(con, partitions)
+                con.commit()
+            except BaseException:
+                con.rollback()
+                raise
+
+    @staticmethod
+    def _clear(con: duckdb.DuckDBPyConnection, partitions: Sequence[Partition]) -> None:
+        for table, round in partitions:
+            con.execute(f"DELETE FROM {_asset_table(table).name} WHERE round = ?", [round])
+            con.execute(f"DELETE FROM {ROUND_METRICS.name} WHERE round = ? AND stage = ?", [round, table])
+            con.execute(f"DELETE FROM {ROUND_PARTITIONS.name} WHERE table_name = ? AND round = ?", [table, round])
+            for name in STAGE_TABLES:
+                con.execute(f"DELETE FROM {name} WHERE round = ? AND stage = ?", [round, table])
 
     def _write_partition(self, con: duckdb.DuckDBPyConnection, spec: Table, round: str,
                          frame: pl.DataFrame, metric_frame: pl.DataFrame) -> None:
         """Everything one round write does; runs inside the caller's transaction."""
         con.execute(f"DELETE FROM {spec.name} WHERE round = ?", [round])
-        _insert(con, spec, frame)
+        insert(con, spec, frame)
         con.execute(f"DELETE FROM {ROUND_METRICS.name} WHERE round = ? AND stage = ?", [round, spec.name])
-        _insert(con, ROUND_METRICS, metric_frame)
+        insert(con, ROUND_METRICS, metric_frame)
         con.execute(f"DELETE FROM {ROUND_PARTITIONS.name} WHERE table_name = ? AND round = ?", [spec.name, round])
         con.execute(f"INSERT INTO {ROUND_PARTITIONS.name} (table_name, round, row_count, written_at) "
-                    f"VALUES (?, ?, ?, ?)", [spec.name, round, frame.height, _now()])
+                    f"VALUES (?, ?, ?, ?)", [spec.name, round, frame.height, now()])
+
+    # -- the LLM call cache ------------------------------------------------------------
+
+    def llm_cache_get(self, hashes: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The cached calls among ``hashes``: hash -> row (``response`` parsed)."""
+        if not hashes or not self.path.exists():
+            return {}
+        with self.connect(read_only=True) as con:
+            if not _has_table(con, LLM_CACHE.name):
+                return {}
+            cursor = con.execute(f"SELECT {', '.join(LLM_CACHE.column_names)} FROM {LLM_CACHE.name} "
+                                 f"WHERE request_hash IN (SELECT unnest(?::VARCHAR[]))", [list(hashes)])
+            rows = [dict(zip(LLM_CACHE.column_names, values)) for values in cursor.fetchall()]
+        for row in rows:
+            row["response"] = json.loads(row["response"]) if row["response"] is not None else None
+        return {row["request_hash"]: row for row in rows}
+
+    def llm_cache_put(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Insert calls into the cache, ignoring hashes already there (also repeats within
+        ``rows``: the first wins). Returns how many were inserted."""
+        unique: dict[str, Mapping[str, Any]] = {}
+        for row in rows:
+            unique.setdefault(row.get("request_hash"), row)
+        frame = typed_frame(LLM_CACHE, None, list(unique.values()))
+        if frame.height == 0:
+            return 0
+        if not self._schema_checked:
+            self.ensure_schema()
+        with self.connect() as con:
+            before = con.execute(f"SELECT count(*) FROM {LLM_CACHE.name}").fetchall()[0][0]
+            insert(con, LLM_CACHE, frame, on_conflict=f"ON CONFLICT ({LLM_CACHE.unique}) DO NOTHING")
+            return con.execute(f"SELECT count(*) FROM {LLM_CACHE.name}").fetchall()[0][0] - before
+
+    # -- integrity ---------------------------------------------------------------------
+
+    def check_readable(self) -> None:
+        """Open the warehouse, check its schema and read every value of every table, so a
+        damaged file is found before a run writes anything into it. A missing file is fine."""
+        if not self.path.exists():
+            return
+        where = "opening it"
+        try:  # read everything first (read-only), then check or migrate the schema
+            with self.connect(read_only=True) as con:
+                tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = "
+                                                    "'main' AND NOT internal ORDER BY table_name").fetchall()]
+                for name in tables:
+                    where = name
+                    con.execute(f'SELECT count(*), max(hash(t)) FROM "{name}" AS t').fetchall()
+            where = "checking its schema"
+            self.ensure_schema()
+        except duckdb.Error as exc:
+            raise WarehouseError(f"the warehouse {self.path} cannot be read ({where}: {exc}); nothing was "
+                                 f"written. Restore it from a copy or use another FLYWHEEL_HOME / --home") from exc
 
     # -- reads -------------------------------------------------------------------------
+
+    def written_partitions(self) -> list[Partition]:
+        """Every (table, round) partition written, in no particular order."""
+        if not self.path.exists():
+            return []
+        with self.connect(read_only=True) as con:
+            return _written(con) if _has_table(con, ROUND_PARTITIONS.name) else []
 
     def is_written(self, table: str, round: str) -> bool:
         """Whether ``round`` of ``table`` was written (possibly empty), as opposed to missing."""
@@ -219,19 +353,7 @@ class Warehouse:
                 return []
             columns, types = relation.columns, [str(t) for t in relation.types]
             rows = relation.fetchall()
-        return [{c: _plain(v, t) for c, v, t in zip(columns, row, types)} for row in rows]
-
-
-def _plain(value: Any, kind: str) -> Any:
-    if value is None:
-        return None
-    if kind == "JSON":
-        return json.loads(value)
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return float(value)
-    return value
+        return [{c: plain(v, t) for c, v, t in zip(columns, row, types)} for row in rows]
 
 
 def _asset_table(name: str) -> Table:
@@ -251,60 +373,25 @@ def _check_round(spec: Table, round: str) -> None:
         raise WarehouseError(f"{spec.name}: {exc}") from exc
 
 
-def _frame(spec: Table, round: str, rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
-    """The rows as a typed frame with exactly the table's columns, or a clear error."""
-    expected = [c for c in spec.column_names if c not in _FILLED_BY_STORE]
-    data: dict[str, list[Any]] = {c: [] for c in spec.column_names}
-    for index, row in enumerate(rows):
-        given = set(row) - {"round"}
-        if given != set(expected):
-            raise WarehouseError(
-                f"{spec.name} row {index}: missing columns {sorted(set(expected) - given)}, "
-                f"unknown columns {sorted(given - set(expected))}; nothing was written")
-        if row.get("round", round) != round:
-            raise WarehouseError(f"{spec.name} row {index} says round {row['round']!r} but is being "
-                                 f"written to round {round!r}; nothing was written")
-        for column in expected:
-            value = row[column]
-            if spec.types[column] == "JSON" and value is not None and not isinstance(value, JsonText):
-                value = json.dumps(value, sort_keys=True, ensure_ascii=False)
-            data[column].append(value)
-        data["round"].append(round)
-        data["position"].append(index)
+def _same_rows(con: duckdb.DuckDBPyConnection, spec: Table, round: str, frame: pl.DataFrame) -> bool:
+    """Whether ``frame`` holds exactly the rows (values and order) that ``round`` of ``spec`` has."""
+    columns = ", ".join(f"CAST({c} AS JSON)" if k == "JSON" else c for c, k in spec.columns)
+    con.register("flywheel_candidate_rows", frame)
     try:
-        return pl.DataFrame(data, schema={c: _POLARS_TYPES[k] for c, k in spec.columns}, strict=True)
-    except (TypeError, ValueError, pl.exceptions.PolarsError) as exc:
-        raise WarehouseError(f"{spec.name}: a value does not fit its column type ({exc}); nothing was written") from exc
-
-
-def _metrics_frame(round: str, stage: str, metrics: Mapping[str, float]) -> pl.DataFrame:
-    values = {}
-    for name, value in metrics.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise WarehouseError(f"metric {name!r} of {stage} must be a number, got {value!r}")
-        values[name] = float(value)
-    now = _now()
-    return pl.DataFrame({"round": [round] * len(values), "stage": [stage] * len(values), "metric": list(values),
-                         "value": list(values.values()), "recorded_at": [now] * len(values)},
-                        schema={c: _POLARS_TYPES[k] for c, k in ROUND_METRICS.columns})
-
-
-def _insert(con: duckdb.DuckDBPyConnection, spec: Table, frame: pl.DataFrame) -> None:
-    """Insert by column name, never by position, so a reordered table cannot swap values."""
-    if frame.height == 0:
-        return
-    columns = ", ".join(spec.column_names)
-    select = ", ".join(f"CAST({c} AS JSON)" if k == "JSON" else c for c, k in spec.columns)
-    con.register("flywheel_new_rows", frame)
-    try:
-        con.execute(f"INSERT INTO {spec.name} ({columns}) SELECT {select} FROM flywheel_new_rows")
+        have = con.execute(f"SELECT count(*) FROM {spec.name} WHERE round = ?", [round]).fetchall()[0][0]
+        if have != frame.height:
+            return False
+        differing = con.execute(
+            f"SELECT count(*) FROM (SELECT {', '.join(spec.column_names)} FROM {spec.name} WHERE round = ? "
+            f"EXCEPT ALL SELECT {columns} FROM flywheel_candidate_rows)", [round]).fetchall()[0][0]
+        return differing == 0
     finally:
-        con.unregister("flywheel_new_rows")
+        con.unregister("flywheel_candidate_rows")
+
+
+def _written(con: duckdb.DuckDBPyConnection) -> list[Partition]:
+    return [(t, r) for t, r in con.execute(f"SELECT table_name, round FROM {ROUND_PARTITIONS.name}").fetchall()]
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchone()[0])
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
