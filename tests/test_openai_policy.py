@@ -311,3 +311,20 @@ def test_vllm_policy_without_vllm_says_how_to_install_it(monkeypatch, tmp_path: 
     monkeypatch.setitem(sys.modules, "vllm", None)  # absent even where it is installed
     with pytest.raises(ImportError, match=r"pip install -e '\.\[gpu\]'"):
         VLLMPolicy(tmp_path)
+
+
+def test_the_policy_shares_the_call_cache_and_log_and_names_its_role(scripted):
+    from flywheel_assets.world.llm.accounting import CallLog
+    from flywheel_assets.world.llm.cache import InMemoryCallCache
+
+    server = scripted(lambda n, body: ok() if n <= 2 else (500, {"error": {"message": "boom"}}))
+    cache, calls = InMemoryCallCache(), CallLog("rollouts")
+    teacher = policy_for(server.url, role="teacher", max_retries=0).bind(cache=cache, calls=calls, round_key="r003")
+    batch = [request(sample=0), request(sample=1)]
+    first = teacher.generate(batch)
+    assert server.hits == 2
+    assert teacher.generate(batch) == first and server.hits == 2  # answered from the cache
+    assert [r["role"] for r in calls.rows()] == ["teacher"] * 4 and sum(r["cached"] for r in calls.rows()) == 2
+    with pytest.raises(EndpointError) as err:
+        teacher.generate([request(sample=5)])
+    assert "teacher endpoint" in str(err.value) and "round r003" in str(err.value)

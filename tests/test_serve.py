@@ -4,6 +4,7 @@ batching and sampling in-process."""
 from __future__ import annotations
 
 import json
+import shutil
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from flywheel_training.chat import qwen3_training_template
 from flywheel_training.serve import Completion, Engine, RequestError, completion_response, serve_in_subprocess
 from flywheel_training.tiny import TinyConfig, build_tiny
 
@@ -168,3 +170,34 @@ def test_a_tiny_top_p_keeps_only_the_most_likely_token(engine: Engine):
     nucleus = engine.prepare(chat(temperature=1.0, top_p=1e-6, max_tokens=8, seed=5))
     greedy = engine.prepare(chat(temperature=0.0, max_tokens=8, seed=6))
     assert engine.generate([nucleus])[0].text == engine.generate([greedy])[0].text
+
+
+PLAIN_CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+                "'<|im_end|>\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+"""A template like SmolLM2's: renders no tools and fails on ``content: null``."""
+
+
+def test_a_model_whose_template_cannot_render_tools_gets_the_projects(model_dir: Path, engine: Engine,
+                                                                      tmp_path: Path):
+    from transformers import AutoTokenizer
+
+    assert engine.tokenizer.chat_template == AutoTokenizer.from_pretrained(model_dir).chat_template  # kept as is
+    plain = tmp_path / "plain"
+    shutil.copytree(model_dir, plain)
+    tokenizer = AutoTokenizer.from_pretrained(plain)
+    tokenizer.chat_template = PLAIN_CHATML
+    tokenizer.save_pretrained(plain)
+    tools = [{"type": "function", "function": {"name": "get_order", "parameters": {"type": "object", "properties": {}}}}]
+    history = chat(tools=tools, messages=[
+        {"role": "user", "content": "Where is O-1?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c0", "type": "function", "function": {"name": "get_order", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c0", "content": "{}"}])
+    own = Engine(plain, "tiny", chat_template="model")
+    with pytest.raises(RequestError) as err:
+        own.prepare(history)
+    assert err.value.status == 400 and "template" in str(err.value)
+    replaced = Engine(plain, "tiny")
+    assert replaced.tokenizer.chat_template == qwen3_training_template()
+    prompt = replaced.tokenizer.decode(replaced.prepare(history).prompt_ids)
+    assert "get_order" in prompt and "<tool_response>" in prompt

@@ -121,10 +121,11 @@ class PathStep(_JsonData):
 
     ``ask`` requests hidden slots from the user; ``call`` is a tool call with concrete
     arguments; ``inform`` tells the user the outcome (``mentions`` must appear in the text);
-    ``refuse`` declines on policy grounds; ``transfer`` hands over to a human.
+    ``refuse`` declines on policy grounds. No expected path hands over to a human: an agent
+    may still call the transfer tool, which ends the episode and fails the termination item.
     """
 
-    action: Literal["ask", "call", "inform", "refuse", "transfer"]
+    action: Literal["ask", "call", "inform", "refuse"]
     slots: list[str] = field(default_factory=list)
     tool: str | None = None
     args: dict[str, Any] = field(default_factory=dict)
@@ -164,7 +165,7 @@ class TaskSpec(_JsonData):
     world: World
     outcome: list[ArgSource]
     seed: str
-    ends_with: str = "inform"
+    ends_with: str = "inform"  # every task ends by telling the outcome; kept so stored task JSON is unchanged
     _nested_lists = {"workflow": WorkflowStep, "outcome": ArgSource}
 
 
@@ -193,7 +194,9 @@ class TaskInstance(_JsonData):
     _nested_lists = {"expected_path": PathStep}
 
 
-Termination = Literal["user_stop", "transfer", "max_turns", "context_length"]
+Termination = Literal["user_stop", "transfer", "max_turns", "context_length", "simulator_failure"]
+SIMULATOR_FAILURES = ("user", "tool", "judge")
+"""``failed_by`` values that blame the world, not the agent: such episodes are no training signal."""
 
 
 @dataclass
@@ -207,14 +210,26 @@ class Trajectory(_JsonData):
     final_world: World
     user_log: dict[str, Any]
     tool_stats: dict[str, int]
+    failed_by: str | None = None
+    """Who ended the episode badly: ``agent`` (ran out of turns or context), ``user`` or
+    ``tool`` (a simulator failed; never training signal), or None (ended properly; the
+    rubric decides how well)."""
 
 
 @dataclass
 class ItemResult(_JsonData):
+    """``met`` is the verdict that counts. Where an LLM judge looked at the item as well,
+    ``predicate_met`` keeps the predicate's verdict and ``judge_met`` the judge's;
+    ``judge_failed`` marks an unparseable verdict (the item then counts for nothing)."""
+
     item_id: str
     kind: str
     met: bool
     detail: str = ""
+    predicate_met: bool | None = None
+    judge_met: bool | None = None
+    judge_detail: str = ""
+    judge_failed: bool = False
 
 
 @dataclass
@@ -225,6 +240,7 @@ class Score(_JsonData):
     reward: float
     success: bool
     gate: str | None = None
+    failed_by: str | None = None  # "judge" when a judge verdict could not be read
     _nested_lists = {"items": ItemResult}
 
     def failed_items(self) -> list[ItemResult]:

@@ -5,6 +5,8 @@ the procedural backend runs the domain's own tool, a later LLM backend simulates
 ``TaskToolCache`` sits in front of any backend: within one task (all episodes played on one
 instance) an identical call against an identical world state returns the identical
 response, and a successful write moves the episode to a new state so later reads see it.
+The cache holds a lock per task, so episodes of one task played from several threads still
+see one consistent chain of versions.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,6 +34,7 @@ class ToolResult:
     content: str
     ok: bool
     wrote: bool = False
+    failure: str | None = None  # "tool" when the tool *simulator* failed: the episode ends, blamed on it
 
 
 def error(message: str) -> ToolResult:
@@ -38,7 +42,11 @@ def error(message: str) -> ToolResult:
 
 
 class ToolBackend(Protocol):
-    """Executes one call against ``world``; a write mutates ``world`` in place."""
+    """Executes one call against ``world``; a write mutates ``world`` in place.
+
+    A backend with ``wants_history = True`` is also given the episode's earlier calls
+    (``history=[{"name", "arguments", "content"}, ...]``); one with ``concurrency`` asks the
+    rollout runner for that many threads."""
 
     def call(self, world: World, name: str, arguments: dict[str, Any]) -> ToolResult: ...
 
@@ -123,6 +131,10 @@ class TaskToolCache:
         self.initial_version = world_hash(initial_world)
         self.stats = CacheStats()
         self._entries: dict[tuple[str, str, str], _Entry] = {}
+        # Held for a whole call, backend included: two episodes that miss on the same key
+        # must not both ask a simulator and keep different answers.
+        self.lock = threading.Lock()
+        self.keeps_history = bool(getattr(backend, "wants_history", False))
 
     def session(self) -> "ToolSession":
         return ToolSession(self, copy_world(self.initial_world), self.initial_version)
@@ -136,8 +148,16 @@ class ToolSession:
     world: World
     version: str
     stats: CacheStats = field(default_factory=CacheStats)
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     def call(self, name: str, arguments: dict[str, Any]) -> ToolResult:
+        with self.cache.lock:
+            result = self._call(name, arguments)
+        if self.cache.keeps_history:
+            self.history.append({"name": name, "arguments": arguments, "content": result.content})
+        return result
+
+    def _call(self, name: str, arguments: dict[str, Any]) -> ToolResult:
         try:
             key = (name, canonical_json(arguments), self.version)
         except (TypeError, ValueError):
@@ -149,7 +169,13 @@ class ToolSession:
                 self.world.update(json.loads(entry.post_world))
             self.version = entry.post_version
             return self._count(entry.result, hit=True)
-        result = self.cache.backend.call(self.world, name, arguments)
+        backend = self.cache.backend
+        if self.cache.keeps_history:
+            result = backend.call(self.world, name, arguments, history=list(self.history))
+        else:
+            result = backend.call(self.world, name, arguments)
+        if result.failure:  # a simulator failure is not an answer: another episode asks again
+            return self._count(result, hit=False)
         post_version, post_world = self.version, None
         if result.wrote:
             post_version = hashlib.sha256(f"{self.version}|{key[0]}|{key[1]}|{result.content}".encode()).hexdigest()[:16]

@@ -9,13 +9,32 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from flywheel_assets.world.domains.base import Domain
 from flywheel_assets.world.tasks import TaskInstance
 
 STOP = "###STOP###"
+
+
+class MockUser(Protocol):
+    """What the rollout runner needs of a mock user (procedural or LLM).
+
+    ``respond`` gets the agent's text and the whole conversation so far; it sets ``done``
+    when the user ends the conversation, and ``failure`` (instead of answering) when a
+    simulated user could not produce a usable message, which ends the episode blamed on
+    the user simulator."""
+
+    done: bool
+    failure: str | None
+
+    def opening(self) -> str: ...
+
+    def respond(self, agent_text: str, conversation: Sequence[dict[str, Any]] = ()) -> str: ...
+
+    def log(self) -> dict[str, Any]: ...
 
 _REQUEST_CUES = re.compile(
     r"\?|\b(provide|tell me|share|give me|let me know|could you|can you|would you|please send|"
@@ -86,6 +105,7 @@ class ProceduralUser:
     escalations_used: int = 0
     turn: int = 0
     done: bool = False
+    failure: str | None = None  # the procedural user always answers
 
     @property
     def persona(self) -> Persona:
@@ -106,8 +126,9 @@ class ProceduralUser:
             if any(_mentions(text, phrase) for phrase in self.domain.slot(name).synonyms)
         ]
 
-    def respond(self, agent_text: str) -> str:
-        """The user's reply to an agent message that carries no tool call."""
+    def respond(self, agent_text: str, conversation: Sequence[dict[str, Any]] = ()) -> str:
+        """The user's reply to an agent message that carries no tool call (the procedural
+        user reads only that message)."""
         self.turn += 1
         persona = self.persona
         if not agent_text.strip():

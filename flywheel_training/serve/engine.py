@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from flywheel_training.serve.models import ModelSource, load_model, resolve_model
+
 log = logging.getLogger("flywheel.serve")
 
 
@@ -82,14 +84,15 @@ class _PerRowSampler:
 class Engine:
     """The model, its tokenizer and batched generation."""
 
-    def __init__(self, model_dir: str | Path, served_name: str, default_max_tokens: int = 512):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self.model_dir = str(model_dir)
+    def __init__(self, model: str | Path | ModelSource, served_name: str, default_max_tokens: int = 512, *,
+                 chat_template: str = "auto"):
+        """``model``: a model folder, a ``.gguf`` file, a named model (``smollm2``) or a
+        resolved ``ModelSource``; ``chat_template``: see ``models.TEMPLATE_CHOICES``."""
+        source = model if isinstance(model, ModelSource) else resolve_model(model)
+        self.model_dir = str(source.path)
         self.served_name = served_name
         self.default_max_tokens = default_max_tokens
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32).eval()
+        self.tokenizer, self.model = load_model(source, chat_template)
         self.context = int(getattr(self.model.config, "max_position_embeddings", 0) or 0) or None
         eos = self.model.generation_config.eos_token_id
         eos_ids = list(eos) if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else [])

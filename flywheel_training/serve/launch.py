@@ -24,9 +24,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 @contextmanager
 def serve_in_subprocess(model: str | Path, *, served_name: str | None = None, api_key_env: str | None = None,
                         extra_args: list[str] | None = None, ready_timeout_s: float = 180.0) -> Iterator[str]:
-    """Run this server for ``model`` in a child process on a free loopback port; yields the
-    base URL (``http://127.0.0.1:PORT/v1``) once it answers, and stops the child on exit.
-    For tests, benchmarks and evaluations that want a local OpenAI-compatible endpoint."""
+    """Run this server for ``model`` (a model folder, a ``.gguf`` file, or a named model such
+    as ``smollm2``) in a child process on a free loopback port; yields the base URL
+    (``http://127.0.0.1:PORT/v1``) once it answers, and stops the child on exit. For tests,
+    benchmarks and evaluations that want a local OpenAI-compatible endpoint."""
     port = free_port()
     args = [sys.executable, "-m", "flywheel_training.serve", "--model", str(model), "--host", "127.0.0.1",
             "--port", str(port), *(["--served-model-name", served_name] if served_name else []),

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from flywheel_training.serve.engine import Batcher, Completion, Engine, RequestError
+from flywheel_training.serve.models import (SHORTCUTS, SMOLLM2_INSTALL, TEMPLATE_CHOICES, ModelNotFound,
+                                            ModelSource, resolve_model)
 
 log = logging.getLogger("flywheel.serve")
 
@@ -114,12 +116,14 @@ def make_handler(engine: Engine, batcher: Batcher, api_key: str | None) -> type[
     return Handler
 
 
-def build_server(model: str | Path, host: str = "127.0.0.1", port: int = 8000, *, served_name: str | None = None,
-                 api_key: str | None = None, max_batch: int = 16, default_max_tokens: int = 512
-                 ) -> ThreadingHTTPServer:
-    """A ready-to-serve HTTP server (call ``serve_forever``); the model is loaded first, so
-    the port answers only once it can generate."""
-    engine = Engine(model, served_name or Path(model).resolve().name, default_max_tokens)
+def build_server(model: str | Path | ModelSource, host: str = "127.0.0.1", port: int = 8000, *,
+                 served_name: str | None = None, api_key: str | None = None, max_batch: int = 16,
+                 default_max_tokens: int = 512, chat_template: str = "auto") -> ThreadingHTTPServer:
+    """A ready-to-serve HTTP server (call ``serve_forever``) for a model folder, a GGUF file
+    or a named model (see ``models.resolve_model``); the model is loaded first, so the port
+    answers only once it can generate."""
+    source = model if isinstance(model, ModelSource) else resolve_model(model)
+    engine = Engine(source, served_name or source.name, default_max_tokens, chat_template=chat_template)
     server = ThreadingHTTPServer((host, port), make_handler(engine, Batcher(engine, max_batch), api_key))
     server.daemon_threads = True
     return server
@@ -130,15 +134,23 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     parser = argparse.ArgumentParser(
         prog="python -m flywheel_training.serve",
-        description="Serve a local Hugging Face model folder as an OpenAI-compatible chat-completions endpoint.")
-    parser.add_argument("--model", required=True, help="a Hugging Face model folder (weights, tokenizer, template)")
+        description="Serve a local model (a Hugging Face folder, a GGUF file, or a model a package ships) as an "
+                    "OpenAI-compatible chat-completions endpoint. Nothing is downloaded.")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="a Hugging Face model folder (weights, tokenizer, template), a .gguf file, "
+                                       f"or a named model: {', '.join(sorted(SHORTCUTS))} ({SMOLLM2_INSTALL})")
+    which.add_argument("--gguf", help="a GGUF file (any name), loaded with transformers and the gguf package")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--served-model-name", default=None, help="the model id clients send (default: folder name)")
+    parser.add_argument("--served-model-name", default=None, help="the model id clients send (default: the folder name, the GGUF file's stem, "
+                             "or the named model)")
     parser.add_argument("--api-key-env", default=None,
                         help="name of an environment variable holding the API key clients must send")
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--default-max-tokens", type=int, default=512)
+    parser.add_argument("--chat-template", choices=TEMPLATE_CHOICES, default="auto",
+                        help="auto: the model's own template if it renders tools and null content, else the "
+                             "project's tool-aware one; model / project: always that one")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     api_key = None
@@ -146,10 +158,16 @@ def main(argv: list[str] | None = None) -> None:
         api_key = os.environ.get(args.api_key_env)
         if not api_key:
             parser.error(f"--api-key-env {args.api_key_env}: that environment variable is not set")
-    server = build_server(args.model, args.host, args.port, served_name=args.served_model_name, api_key=api_key,
-                          max_batch=args.max_batch, default_max_tokens=args.default_max_tokens)
+    try:
+        source = resolve_model(args.model, args.gguf)
+        server = build_server(source, args.host, args.port, served_name=args.served_model_name, api_key=api_key,
+                              max_batch=args.max_batch, default_max_tokens=args.default_max_tokens,
+                              chat_template=args.chat_template)
+    except ModelNotFound as exc:  # a missing package or file: say what to install, not a traceback
+        parser.error(str(exc))
     host, port = server.server_address[:2]
-    print(f"serving {args.model} at http://{host}:{port}/v1", file=sys.stderr, flush=True)
+    print(f"serving {source.path} as {args.served_model_name or source.name!r} at http://{host}:{port}/v1",
+          file=sys.stderr, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
