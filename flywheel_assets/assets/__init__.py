@@ -10,13 +10,15 @@ from flywheel_assets.assets.stage5_rubric_scores import rubric_scores
 from flywheel_assets.assets.stage6_hard_samples import hard_samples
 from flywheel_assets.assets.stage7_policy_checkpoint import policy_checkpoint
 from flywheel_assets.assets.stage8_evaluation import evaluation
+from flywheel_assets.assets.stage9_external_evaluation import external_evaluation
 
 DATA_ASSETS = [seed_tasks, behavior_trees, task_instances, rollouts, rubric_scores, hard_samples]
 """The stages that make a round's data."""
-TRAINING_ASSETS = [policy_checkpoint, evaluation]
-"""The stages that train the round's checkpoint and evaluate it."""
+TRAINING_ASSETS = [policy_checkpoint, evaluation, external_evaluation]
+"""The stages that train the round's checkpoint and evaluate it (held out, then external)."""
 ROUND_ASSETS = DATA_ASSETS + TRAINING_ASSETS
 """A complete round's stages in data-flow order."""
 
-__all__ = ["DATA_ASSETS", "ROUND_ASSETS", "TRAINING_ASSETS", "behavior_trees", "evaluation", "policy_checkpoint", "eval_tasks", "hard_samples", "rollouts", "rubric_scores",
-           "seed_tasks", "task_instances"]
+__all__ = ["DATA_ASSETS", "ROUND_ASSETS", "TRAINING_ASSETS", "behavior_trees", "eval_tasks", "evaluation",
+           "external_evaluation", "hard_samples", "policy_checkpoint", "rollouts", "rubric_scores", "seed_tasks",
+           "task_instances"]
