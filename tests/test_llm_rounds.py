@@ -74,3 +74,32 @@ def test_a_failing_tool_endpoint_fails_the_round_naming_role_and_round_and_write
     assert store.is_written("task_instances", "r000") and not store.is_written("rollouts", "r000")
     tool_requests = [b for b in server.bodies if "tool" in (b["messages"][0].get("content") or "").lower()]
     assert 0 < len(tool_requests) <= 2 * 1 * 2  # bounded: (1 retry + 1) per call, and the stage stopped
+
+
+def test_an_llm_teacher_plays_beside_the_policy_and_is_one_of_the_consistency_filters_solvers(tmp_path):
+    """With the teacher role on an LLM (here one that never solves anything), the round's
+    teacher rollouts are that model's, and the hard-sample consistency filter's solvers are
+    that model and the scripted teacher: a variant is kept only when both solve it."""
+    from support.llm_server import completion
+
+    server = ScriptedServer(lambda n, body: completion("I am sorry, I cannot help with that."))
+    try:
+        store = Warehouse(tmp_path / "warehouse.duckdb")
+        config = run_config(overrides={
+            "warehouse": {"path": str(store.path)}, "policy": {"name": "flaky-teacher", "fail_share": 1.0},
+            "round_config": {"domains": "retail", "tasks_per_domain": 1, "rollouts_per_instance": 1,
+                             "backtranslated_per_tree": 0},
+            "world": {"world": "llm", "llm_roles": "teacher", "llm_base_url": server.url,
+                      "llm_model": "never-solves"}}, log_level="WARNING")
+        [outcome] = materialize_rounds(DagsterInstance.ephemeral(), ["r000"], config, store, report=lambda _: None,
+                                       train=False)
+    finally:
+        server.close()
+    assert outcome.success, outcome.error
+    teachers = store.records("SELECT DISTINCT policy FROM rollouts WHERE round = 'r000' AND role = 'teacher'")
+    assert [t["policy"] for t in teachers] == ["teacher:never-solves"]
+    hard = store.records("SELECT kept, reason FROM hard_samples WHERE round = 'r000'")
+    assert hard and not any(h["kept"] for h in hard)
+    assert all("teacher:never-solves failed" in h["reason"] for h in hard)
+    stages = {r["stage"] for r in store.records("SELECT DISTINCT stage FROM llm_calls WHERE role = 'teacher'")}
+    assert stages == {"rollouts", "hard_samples"}
