@@ -3,12 +3,10 @@ and retries, errors, request contents and key handling against scripted loopback
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from flywheel_assets.world.synthesis import seed_instances
 from flywheel_training.policies.openai_compat import EndpointError, OpenAICompatiblePolicy
 from flywheel_training.serve import free_port, serve_in_subprocess
 from flywheel_training.tiny import TinyConfig, build_tiny
+from support.llm_server import Reply, ScriptedServer
 
 SECRET = "sk-test-4f1d9c-do-not-log"
 KEY_ENV = "FLYWHEEL_TEST_POLICY_KEY"
@@ -98,53 +97,8 @@ def test_a_conversation_over_the_context_ends_its_episode_not_the_batch(served: 
 
 # --- against scripted loopback servers -----------------------------------------------------
 
-Reply = tuple[int, Any]  # (status, JSON-able body, or bytes sent as they are)
-
-
-class Scripted:
-    """A loopback HTTP server whose every answer comes from ``respond(request_number, body)``;
-    it records what it was sent."""
-
-    def __init__(self, respond: Callable[[int, dict[str, Any]], Reply]):
-        self.respond = respond
-        self.bodies: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-                with outer.lock:
-                    outer.bodies.append(body)
-                    outer.headers.append({k.lower(): v for k, v in self.headers.items()})
-                    number = len(outer.bodies)
-                status, payload = outer.respond(number, body)
-                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:
-                    pass  # the client gave up (timeout test)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def hits(self) -> int:
-        return len(self.bodies)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+# the loopback server whose every answer comes from respond(request_number, body)
+Scripted = ScriptedServer
 
 
 @pytest.fixture
