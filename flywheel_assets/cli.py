@@ -18,7 +18,7 @@ from rich.text import Text
 from flywheel_assets.cli_domain import add_domain_verbs
 from flywheel_assets.cli_eval import add_eval_verb
 from flywheel_assets.cli_settings import add_settings_flags, overrides_from, resolve
-from flywheel_assets.policies import SCRIPTED, make_policy
+from flywheel_assets.policies import make_policy
 from flywheel_assets.world.settings import SettingsError
 
 console = Console(stderr=True)

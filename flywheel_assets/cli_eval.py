@@ -61,8 +61,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _say(f"flywheel eval: {exc}")
         return 2
     world = resolve("world", overrides)
-    endpoint = user_endpoint(world.user_base_url or world.llm_base_url, world.user_model or world.llm_model,
-                             world.llm_api_key_env)
+    endpoint = user_endpoint(world.endpoint("user", required=False), world.llm_api_key_env)
     try:
         results = run_benchmarks(policy, [args.benchmark], bfcl_categories=categories, tau2_domains=domains,
                                  limit=args.limit, trials=args.trials, user_endpoint=endpoint, report=_say)

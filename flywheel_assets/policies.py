@@ -81,8 +81,6 @@ POLICIES: dict[str, PolicyKind] = {p.name: p for p in (
     PolicyKind("flaky-teacher", "the teacher failing a share of episodes on purpose", _flaky),
     PolicyKind("openai", "a model behind an OpenAI-compatible endpoint (vllm serve, hosted APIs)", _openai),
 )}
-SCRIPTED = tuple(name for name, kind in POLICIES.items() if kind.build is not None and name != "openai")
-"""Policies that need neither a checkpoint nor an endpoint."""
 
 
 class PolicySettings(SettingsGroup):
@@ -124,8 +122,3 @@ def make_policy(settings: PolicySettings) -> BatchPolicy:
     if kind.build is None:
         raise ValueError("the embedded policy depends on the round: the rollouts stage loads its checkpoint")
     return kind.build(settings)
-
-
-def scripted_policy(name: str, *, seed: int = 0, fail_share: float = 0.5) -> BatchPolicy:
-    """A policy by name with its settings' defaults (for tools and tests)."""
-    return make_policy(PolicySettings.create(name=name, seed=seed, fail_share=fail_share))

@@ -25,7 +25,6 @@ from dagster._core.storage.tags import PARTITION_NAME_TAG
 from flywheel_assets.assets.common import CASCADE_TAG, REBUILDING_TAG, ROUND_POOL, intact_stages, mark_missing
 from flywheel_assets.definitions import build_definitions, data_round_job, eval_tasks_job, round_job
 from flywheel_assets.partitions import ROUNDS_PARTITIONS_NAME, round_key
-from flywheel_assets.policies import PolicySettings
 from flywheel_assets.run_records import fail_orphaned_runs, process_tags, workspace_job_origin
 from flywheel_assets.settings import GROUPS, dagster_home, warehouse_path
 from flywheel_assets.store import Warehouse, WarehouseError
@@ -231,11 +230,6 @@ def summarize(figures: Mapping[str, float]) -> str:
              ("evaluations.pass_k", "pass^k", "{:.3f}"),
              ("evaluations.reward_mean", "held-out reward", "{:.3f}")]
     return ", ".join(f"{label} {fmt.format(figures[key])}" for key, label, fmt in shown if key in figures)
-
-
-def trains(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> bool:
-    """Whether the policy these overrides (over the environment) name trains a checkpoint."""
-    return PolicySettings.from_env(**dict((overrides or {}).get("policy", {}))).kind.trains
 
 
 def run_rounds(home: Path, rounds: int, *, first: int = 0, report: Report = print,

@@ -90,10 +90,13 @@ class WorldSettings(SettingsGroup):
         """The roles an LLM plays (none in a procedural world)."""
         return tuple(split_list(self.llm_roles)) if self.backend.needs_endpoint else ()
 
-    def endpoint(self, role: str) -> tuple[str, str]:
-        """(base URL, model) of ``role``: its own, else the shared one; an error names what to set."""
+    def endpoint(self, role: str, *, required: bool = True) -> tuple[str, str] | None:
+        """(base URL, model) of ``role``: its own, else the shared one. Unset: an error naming
+        what to set, or None when not ``required``."""
         base_url = getattr(self, f"{role}_base_url") or self.llm_base_url
         model = getattr(self, f"{role}_model") or self.llm_model
+        if (not base_url or not model) and not required:
+            return None
         if not base_url or not model:
             upper = role.upper()
             raise ValueError(f"the LLM {role} needs an endpoint: set FLYWHEEL_LLM_BASE_URL and FLYWHEEL_LLM_MODEL "
@@ -110,7 +113,7 @@ class WorldSettings(SettingsGroup):
 
         configs = {}
         for role in self.roles if roles is None else roles:
-            base_url, model = self.endpoint(role)
+            base_url, model = self.endpoint(role)  # type: ignore[misc]
             configs[role] = EndpointConfig(role=role, base_url=base_url, model=model, api_key_env=self.llm_api_key_env,
                                            temperature=ROLE_TEMPERATURE.get(role, 0.0), max_tokens=self.llm_max_tokens,
                                            timeout=self.llm_timeout_s, concurrency=self.llm_concurrency,

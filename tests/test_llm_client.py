@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from support.llm_server import Reply, ScriptedServer, completion
+from support.llm_server import completion
 
 from flywheel_assets.world.llm.accounting import CallLog, call_figures, flat_call_figures
 from flywheel_assets.world.llm.cache import InMemoryCallCache, request_hash
@@ -24,19 +23,6 @@ from flywheel_training.policies.openai_compat import OpenAICompatiblePolicy
 KEY_ENV = "FLYWHEEL_TEST_LLM_KEY"
 SECRET = "sk-llm-7c2e91-never-print-me"
 HELLO = [{"role": "user", "content": "hello"}]
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., ScriptedServer]]:
-    servers: list[ScriptedServer] = []
-
-    def make(respond: Callable[[int, dict[str, Any]], Reply], **kw: Any) -> ScriptedServer:
-        servers.append(ScriptedServer(respond, **kw))
-        return servers[-1]
-
-    yield make
-    for server in servers:
-        server.close()
 
 
 def client_for(url: str, role: str = "user", *, round_key: str = "r007", cache: Any = None, calls: Any = None,

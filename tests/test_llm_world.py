@@ -5,11 +5,10 @@ and a hostile endpoint in each role."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from support.llm_server import Reply, ScriptedServer, completion, world_responder
+from support.llm_server import Reply, completion, world_responder
 
 from flywheel_assets.world.domains import get_domain
 from flywheel_assets.world.llm.cache import InMemoryCallCache
@@ -28,19 +27,6 @@ RETAIL = get_domain("retail")
 @pytest.fixture(scope="module")
 def instances():
     return seed_instances(["retail"], 6, seed=0, round_key="r000").instances
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., ScriptedServer]]:
-    servers: list[ScriptedServer] = []
-
-    def make(respond: Callable[[int, dict[str, Any]], Reply], **kw: Any) -> ScriptedServer:
-        servers.append(ScriptedServer(respond, **kw))
-        return servers[-1]
-
-    yield make
-    for server in servers:
-        server.close()
 
 
 def configs(url: str, roles: tuple[str, ...] = ("user", "tool"), **kw: Any) -> dict[str, EndpointConfig]:

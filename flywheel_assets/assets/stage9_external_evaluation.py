@@ -35,8 +35,7 @@ def external_evaluation(context: AssetExecutionContext, warehouse: WarehouseReso
     policy = training.load_policy(checkpoint["path"], f"embedded:{checkpoint['checkpoint_id'][:12]}",
                                   temperature=0.0 if trials == 1 else training.eval_temperature)
     world_settings = world.settings()
-    endpoint = user_endpoint(world_settings.user_base_url or world_settings.llm_base_url,
-                             world_settings.user_model or world_settings.llm_model, world_settings.llm_api_key_env)
+    endpoint = user_endpoint(world_settings.endpoint("user", required=False), world_settings.llm_api_key_env)
     results = run_benchmarks(policy, split_list(settings.benchmarks),
                              bfcl_categories=split_list(settings.bfcl_categories),
                              tau2_domains=split_list(settings.tau2_domains), limit=settings.limit, trials=trials,

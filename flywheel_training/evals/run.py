@@ -36,10 +36,11 @@ def run_benchmarks(policy: BatchPolicy, benchmarks: Sequence[str], *, bfcl_categ
     return results
 
 
-def user_endpoint(base_url: str, model: str, api_key_env: str) -> Any:
-    """τ²'s user simulator at an OpenAI-compatible endpoint, or None when either is unset."""
+def user_endpoint(endpoint: tuple[str, str] | None, api_key_env: str) -> Any:
+    """τ²'s user simulator at an OpenAI-compatible (base URL, model), or None without one."""
     from flywheel_training.evals.tau2 import UserSimulatorEndpoint
 
-    if not base_url or not model:
+    if endpoint is None:
         return None
+    base_url, model = endpoint
     return UserSimulatorEndpoint(model=model, base_url=base_url, api_key_env=api_key_env)
