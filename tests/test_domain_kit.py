@@ -27,6 +27,22 @@ def test_lookup_returns_the_row_or_raises_the_domain_error():
         lookup(world, "orders", "W0000000", "order")
     with pytest.raises(ToolError, match="is pending, not delivered or cancelled$"):
         require_status({"status": "pending"}, ("delivered", "cancelled"), "order W1")
+    # the packs keep the texts and exact-key lookups they had before the kit, so rollouts are unchanged
+    with pytest.raises(ToolError, match="^order  W1  not found$"):
+        lookup(world, "orders", " W1 ", "order", normalize=None)
+    with pytest.raises(ToolError, match="^user not found$"):
+        lookup(world, "users", "nobody", "user", missing="user not found")
+    with pytest.raises(ToolError, match="^bill B1 is paid$"):
+        require_status({"status": "paid"}, ("unpaid", "overdue"), "bill B1", say_allowed=False)
+
+
+def test_retail_tools_answer_as_before_the_kit():
+    world, retail = _retail_world(), get_domain("retail")
+    order_id = sorted(world["orders"])[0]
+    with pytest.raises(ToolError, match=f"^order  {order_id}  not found$"):
+        retail.tool("get_order_details").fn(world, {"order_id": f" {order_id} "})
+    with pytest.raises(ToolError, match="^product not found$"):
+        retail.tool("get_product_details").fn(world, {"product_id": "P0"})
 
 
 def test_first_free_derives_a_new_value_that_is_not_taken():

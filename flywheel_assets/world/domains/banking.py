@@ -94,7 +94,7 @@ def generate_world(rng: random.Random, n_customers: int = 12) -> World:
 
 
 def _card(world: World, customer_id: str, last4: str) -> dict[str, Any]:
-    for kid in lookup(world, "customers", customer_id, "customer")["cards"]:
+    for kid in lookup(world, "customers", customer_id, "customer", normalize=None)["cards"]:
         if world["cards"][kid]["last4"] == str(last4).strip():
             return world["cards"][kid]
     raise ToolError(f"no card ending in {last4} for customer {customer_id}")
@@ -128,7 +128,7 @@ def verify_identity(world: World, args: dict[str, Any]) -> Any:
 @tool("get_customer_details", "Get a customer's profile: name, tier, accounts (id, type, status) and cards.",
       {"customer_id": str})
 def get_customer_details(world: World, args: dict[str, Any]) -> Any:
-    customer = lookup(world, "customers", args["customer_id"], "customer")
+    customer = lookup(world, "customers", args["customer_id"], "customer", normalize=None)
     return {**{k: customer[k] for k in ("customer_id", "name", "email", "tier", "fee_waivers_this_year")},
             "accounts": [{k: world["accounts"][a][k] for k in ("account_id", "type", "status")}
                          for a in customer["accounts"]],
@@ -198,7 +198,7 @@ def replace_card(world: World, args: dict[str, Any]) -> Any:
       {"customer_id": str, "from_account_id": str, "to_account_id": str,
        "amount": {"type": "number", "exclusiveMinimum": 0}}, writes=True)
 def transfer_between_accounts(world: World, args: dict[str, Any]) -> Any:
-    customer = lookup(world, "customers", args["customer_id"], "customer")
+    customer = lookup(world, "customers", args["customer_id"], "customer", normalize=None)
     source = lookup(world, "accounts", args["from_account_id"], "account")
     target = lookup(world, "accounts", args["to_account_id"], "account")
     amount = money(args["amount"])

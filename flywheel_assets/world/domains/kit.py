@@ -111,13 +111,14 @@ def template(name: str, *phrasings: str) -> Callable[[Builder], TaskTemplate]:
     return wrap
 
 
-def lookup(world: World, table: str, key: Any, what: str, normalize: Callable[[str], str] = str.strip
-           ) -> dict[str, Any]:
-    """The row ``world[table][normalize(key)]`` (by default the key stripped of whitespace),
-    or a ToolError "{what} {key} not found"."""
-    row = world[table].get(normalize(str(key)))
+def lookup(world: World, table: str, key: Any, what: str, normalize: Callable[[str], str] | None = str.strip,
+           missing: str | None = None) -> dict[str, Any]:
+    """The row ``world[table][normalize(key)]`` (by default the key stripped of whitespace;
+    ``normalize=None`` looks the key up exactly as given), or a ToolError ``missing`` (by default
+    "{what} {key} not found")."""
+    row = world[table].get(normalize(str(key)) if normalize else key)
     if row is None:
-        raise ToolError(f"{what} {key} not found")
+        raise ToolError(missing or f"{what} {key} not found")
     return row
 
 
@@ -127,11 +128,13 @@ def ensure(holds: bool, message: str) -> None:
         raise ToolError(message)
 
 
-def require_status(row: dict[str, Any], allowed: str | tuple[str, ...], label: str, field: str = "status") -> None:
-    """A ToolError "{label} is {status}, not {allowed}" unless ``row[field]`` is allowed."""
+def require_status(row: dict[str, Any], allowed: str | tuple[str, ...], label: str, field: str = "status", *,
+                   say_allowed: bool = True) -> None:
+    """A ToolError "{label} is {status}, not {allowed}" (without the "not …" part when
+    ``say_allowed`` is false) unless ``row[field]`` is allowed."""
     allowed = (allowed,) if isinstance(allowed, str) else allowed
     if row[field] not in allowed:
-        raise ToolError(f"{label} is {row[field]}, not {' or '.join(allowed)}")
+        raise ToolError(f"{label} is {row[field]}" + (f", not {' or '.join(allowed)}" if say_allowed else ""))
 
 
 def unique(taken: Any, make: Callable[[], str]) -> str:
@@ -237,12 +240,12 @@ def set_fields(table: str, key: str, **values: Any) -> Falsifier:
 
 
 def row_tool(name: str, description: str, table: str, key: str, what: str, key_description: str = "",
-             normalize: Callable[[str], str] = str.strip) -> Tool:
+             normalize: Callable[[str], str] | None = str.strip, missing: str | None = None) -> Tool:
     """A read tool that returns one row by its id (``lookup``): the pack's plain "get" tools."""
     prop = {"type": "string", **({"description": key_description} if key_description else {})}
 
     @tool(name, description, {key: prop})
     def read(world: World, args: dict[str, Any]) -> Any:
-        return lookup(world, table, args[key], what, normalize)
+        return lookup(world, table, args[key], what, normalize, missing)
 
     return read

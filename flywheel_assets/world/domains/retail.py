@@ -58,18 +58,20 @@ def generate_world(rng: random.Random, n_users: int = 12) -> World:
 
 def _order(world: World, order_id: str, status: str) -> dict[str, Any]:
     """The order, if it is in ``status``: every write's precondition."""
-    order = lookup(world, "orders", order_id, "order")
+    order = lookup(world, "orders", order_id, "order", normalize=None)
     require_status(order, status, f"order {order['order_id']}")
     return order
 
 
 find_user_id_by_email = find_user_by_email()
 get_user_details = row_tool("get_user_details", "Get a user's profile: name, address, payment methods and order ids.",
-                            "users", "user_id", "user")
+                            "users", "user_id", "user", normalize=None,
+                            missing="user not found")
 get_order_details = row_tool("get_order_details", "Get an order's status, items, payment method and address.",
-                             "orders", "order_id", "order", "The order id, such as W1234567.")
+                             "orders", "order_id", "order", "The order id, such as W1234567.",
+                             normalize=None)
 get_product_details = row_tool("get_product_details", "Get a product's name, price and stock.", "products",
-                               "product_id", "product")
+                               "product_id", "product", normalize=None, missing="product not found")
 
 
 @tool("cancel_pending_order", "Cancel a pending order. The refund goes to the original payment method.",

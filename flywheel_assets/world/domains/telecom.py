@@ -88,7 +88,7 @@ def _has_overdue(world: World, customer_id: str) -> bool:
 
 def _line(world: World, line_id: str, status: str = "active", *, clean: bool = True) -> dict[str, Any]:
     """The line, if it is in ``status`` and (when ``clean``) its customer owes no overdue bill."""
-    line = lookup(world, "lines", line_id, "line")
+    line = lookup(world, "lines", line_id, "line", normalize=None)
     require_status(line, status, f"line {line_id}")
     ensure(not (clean and _has_overdue(world, line["customer_id"])),
            f"customer {line['customer_id']} has an overdue bill")
@@ -117,7 +117,7 @@ def find_customer_by_phone(world: World, args: dict[str, Any]) -> Any:
 @tool("get_customer_details", "Get a customer's profile: name, payment methods, line ids and a "
       "summary of their bills (id, month, amount, status).", {"customer_id": str})
 def get_customer_details(world: World, args: dict[str, Any]) -> Any:
-    customer = lookup(world, "customers", args["customer_id"], "customer")
+    customer = lookup(world, "customers", args["customer_id"], "customer", normalize=None)
     return {**customer, "bills": [{k: world["bills"][b][k] for k in ("bill_id", "month", "amount", "status")}
                                   for b in customer["bill_ids"]]}
 
@@ -125,7 +125,7 @@ def get_customer_details(world: World, args: dict[str, Any]) -> Any:
 @tool("get_line_details", "Get a line's phone number, status, plan, data usage and remaining "
       "data, and roaming setting.", {"line_id": {"type": "string", "description": "The line id, such as L123456."}})
 def get_line_details(world: World, args: dict[str, Any]) -> Any:
-    return _line_view(world, lookup(world, "lines", args["line_id"], "line"))
+    return _line_view(world, lookup(world, "lines", args["line_id"], "line", normalize=None))
 
 
 @tool("list_plans", "List all available plans with their id, name, data allowance, monthly price "
@@ -135,16 +135,16 @@ def list_plans(world: World, args: dict[str, Any]) -> Any:
 
 
 get_plan_details = row_tool("get_plan_details", "Get one plan's name, data allowance, monthly price and whether "
-                            "roaming is allowed.", "plans", "plan_id", "plan")
+                            "roaming is allowed.", "plans", "plan_id", "plan", normalize=None)
 get_bill_details = row_tool("get_bill_details", "Get a bill's month, amount, due date and status.", "bills", "bill_id",
-                            "bill", "The bill id, such as B1234567.")
+                            "bill", "The bill id, such as B1234567.", normalize=None)
 
 
 @tool("change_plan", "Move an active line to a different plan. Not allowed while the customer has an overdue bill.",
       {"line_id": str, "plan_id": str}, writes=True)
 def change_plan(world: World, args: dict[str, Any]) -> Any:
     line = _line(world, args["line_id"])
-    plan = lookup(world, "plans", args["plan_id"], "plan")
+    plan = lookup(world, "plans", args["plan_id"], "plan", normalize=None)
     ensure(plan["plan_id"] != line["plan_id"], f"line {line['line_id']} is already on plan {plan['name']}")
     line["plan_id"] = plan["plan_id"]
     if line["roaming_enabled"] and not plan["roaming_allowed"]:
@@ -158,6 +158,8 @@ def change_plan(world: World, args: dict[str, Any]) -> Any:
        "gb": {"type": "integer", "enum": sorted(TOPUP_PRICES), "description": "Top-up size in GB."}}, writes=True)
 def add_data_topup(world: World, args: dict[str, Any]) -> Any:
     line = _line(world, args["line_id"])
+    # the schema's enum already guards this; kept so a caller that skips validation gets the domain's error
+    ensure(args["gb"] in TOPUP_PRICES, f"no {args['gb']} GB top-up; sizes are 1, 3, 5 or 10 GB")
     line["topup_gb"] += args["gb"]
     view = _line_view(world, line)
     return {"line_id": line["line_id"], "added_gb": args["gb"], "charge": TOPUP_PRICES[args["gb"]],
@@ -171,6 +173,7 @@ def add_data_topup(world: World, args: dict[str, Any]) -> Any:
 def enable_roaming(world: World, args: dict[str, Any]) -> Any:
     line = _line(world, args["line_id"])
     destination = args["destination"].strip().lower()
+    ensure(destination in ROAMING_RATES, f"roaming is not available in {destination}")
     plan = world["plans"][line["plan_id"]]
     ensure(plan["roaming_allowed"], f"plan {plan['name']} does not allow roaming")
     ensure(not line["roaming_enabled"], f"roaming is already enabled on line {line['line_id']}")
@@ -182,8 +185,8 @@ def enable_roaming(world: World, args: dict[str, Any]) -> Any:
 @tool("pay_bill", "Pay an unpaid or overdue bill in full with a payment method on the customer's file.",
       {"bill_id": str, "payment_method_id": str}, writes=True)
 def pay_bill(world: World, args: dict[str, Any]) -> Any:
-    bill = lookup(world, "bills", args["bill_id"], "bill")
-    require_status(bill, ("unpaid", "overdue"), f"bill {bill['bill_id']}")
+    bill = lookup(world, "bills", args["bill_id"], "bill", normalize=None)
+    require_status(bill, ("unpaid", "overdue"), f"bill {bill['bill_id']}", say_allowed=False)
     methods = {m["payment_method_id"] for m in world["customers"][bill["customer_id"]]["payment_methods"]}
     ensure(args["payment_method_id"] in methods, "payment method not on file")
     bill["status"], bill["paid_with"] = "paid", args["payment_method_id"]
@@ -194,6 +197,7 @@ def pay_bill(world: World, args: dict[str, Any]) -> Any:
       {"line_id": str, "reason": {"type": "string", "enum": list(SUSPEND_REASONS)}}, writes=True)
 def suspend_line(world: World, args: dict[str, Any]) -> Any:
     line = _line(world, args["line_id"], clean=False)  # a lost phone is blocked even if the customer owes
+    ensure(args["reason"] in SUSPEND_REASONS, "a line can be suspended only for a lost phone or a stolen phone")
     line["status"], line["suspend_reason"] = "suspended", args["reason"]
     return {"line_id": line["line_id"], "phone_number": line["phone_number"], "status": "suspended"}
 

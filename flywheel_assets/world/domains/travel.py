@@ -124,7 +124,7 @@ def cancel_refund(world: World, res: dict[str, Any], flight: dict[str, Any]) -> 
 
 find_user_id_by_email = find_user_by_email()
 get_user_details = row_tool("get_user_details", "Get a user's profile: name, membership tier, payment methods and "
-                            "reservation ids.", "users", "user_id", "user")
+                            "reservation ids.", "users", "user_id", "user", missing="user not found")
 get_reservation_details = row_tool(
     "get_reservation_details", "Get a reservation: user, flight, route, date, cabin, passengers, bags, insurance, "
     "payment and status.", "reservations", "reservation_id", "reservation", "The reservation id, such as R123456.")
@@ -169,7 +169,7 @@ def cancel_reservation(world: World, args: dict[str, Any]) -> Any:
       writes=True)
 def change_reservation_flight(world: World, args: dict[str, Any]) -> Any:
     res, old, _ = _changeable(world, args["reservation_id"], flight_must_fly=False)
-    new = lookup(world, "flights", args["flight_number"].upper(), "flight")
+    new = lookup(world, "flights", args["flight_number"], "flight", lambda key: key.strip().upper())
     pax, cabin = len(res["passengers"]), res["cabin"]
     ensure(cabin != "basic economy", "basic economy reservations cannot change flights")
     ensure(new["flight_number"] != old["flight_number"], f"reservation is already on flight {new['flight_number']}")
