@@ -40,6 +40,8 @@ def _add(section: Any, key: str, spec: SettingSpec, verb_default: Any) -> None:
     options: dict[str, Any] = {"dest": f"{key}{_DEST_SEPARATOR}{spec.name}", "default": verb_default, "help": help_text}
     if spec.type is bool:
         options["action"] = argparse.BooleanOptionalAction
+    elif spec.repeat:
+        options.update(action="append", metavar=spec.type.__name__.upper())
     else:
         options.update(type=spec.type, metavar=spec.type.__name__.upper())
     section.add_argument(spec.flag, **options)
@@ -52,7 +54,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         if _DEST_SEPARATOR in dest and value is not None:
             key, name = dest.split(_DEST_SEPARATOR, 1)
             if key in GROUPS:
-                out.setdefault(key, {})[name] = value
+                out.setdefault(key, {})[name] = ",".join(value) if isinstance(value, list) else value
     return out
 
 

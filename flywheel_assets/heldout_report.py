@@ -9,12 +9,13 @@ from flywheel_assets.store import Warehouse
 
 
 def heldout_rows(store: Warehouse, group: str = "all") -> list[dict[str, Any]]:
-    """Held-out pass^1, pass^k (k = trials) and mean reward of ``group`` ('all', 'phase:linear',
+    """Held-out pass^1, pass^k (k = trials) with their 95% bootstrap intervals, and mean reward of ``group`` ('all', 'phase:linear',
     'domain:retail', …): the base before any task training first (round 'base', when r000 evaluated it), then
     one row per evaluated round."""
     return store.records(
         "SELECT CASE WHEN e.subject = 'base' THEN 'base' ELSE e.round END AS round, "
-        "coalesce(c.kind, 'base') AS kind, e.trials AS k, e.tasks, e.pass_1, e.pass_k, e.reward_mean "
+        "coalesce(c.kind, 'base') AS kind, e.trials AS k, e.tasks, e.pass_1, e.pass_k, e.reward_mean, "
+        "e.pass_1_low, e.pass_1_high, e.pass_k_low, e.pass_k_high "
         "FROM evaluations AS e LEFT JOIN policy_checkpoints AS c "
         "ON c.round = e.round AND c.checkpoint_id = e.checkpoint_id AND e.subject IS DISTINCT FROM 'base' "
         "WHERE e.group_name = $group ORDER BY e.subject = 'base' DESC, e.round", {"group": group})
@@ -30,7 +31,11 @@ def plot_heldout(rows: list[dict[str, Any]], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
     k = rows[0]["k"] if rows else 1
     for key, label in (("pass_1", "pass^1"), ("pass_k", f"pass^{k}"), ("reward_mean", "mean reward")):
-        ax.plot(rounds, [r[key] for r in rows], marker="o", label=label)
+        line, = ax.plot(rounds, [r[key] for r in rows], marker="o", label=label)
+        if all(r.get(f"{key}_low") is not None for r in rows) and key != "reward_mean":
+            # the 95% bootstrap interval over tasks: what a round's difference must clear
+            ax.fill_between(rounds, [r[f"{key}_low"] for r in rows], [r[f"{key}_high"] for r in rows],
+                            color=line.get_color(), alpha=0.15, linewidth=0)
     ax.set_ylim(0, 1)
     ax.set_xlabel("checkpoint (base: before any task training; rNNN: trained in that round)")
     ax.set_title("held-out Mock World evaluation")

@@ -229,7 +229,14 @@ def summarize(figures: Mapping[str, float]) -> str:
              ("evaluations.pass_1", "held-out pass^1", "{:.3f}"),
              ("evaluations.pass_k", "pass^k", "{:.3f}"),
              ("evaluations.reward_mean", "held-out reward", "{:.3f}")]
-    return ", ".join(f"{label} {fmt.format(figures[key])}" for key, label, fmt in shown if key in figures)
+    written = [f"{key.split('.', 2)[2]}: writer drafts valid {figures[key]:.2f}, teacher solved "
+               f"{figures.get(key.replace('writer_valid_share', 'teacher_solve_rate'), 0.0):.2f}"
+               for key in sorted(figures) if key.startswith("seed_tasks.writer_valid_share.")]
+    parts = [f"{label} {fmt.format(figures[key])}" for key, label, fmt in shown if key in figures]
+    if "evaluations.pass_1_low" in figures:  # the interval right after the figure it belongs to
+        at = next(i for i, p in enumerate(parts) if p.startswith("held-out pass^1"))
+        parts[at] += f" [95% CI {figures['evaluations.pass_1_low']:.3f}–{figures['evaluations.pass_1_high']:.3f}]"
+    return ", ".join(parts + written)
 
 
 def run_rounds(home: Path, rounds: int, *, first: int = 0, report: Report = print,

@@ -244,7 +244,9 @@ def test_a_read_hook_that_changes_the_world_is_the_files_fault(tmp_path: Path):
 
 
 def test_the_engine_domain_of_a_file_has_its_tools_prompt_and_world():
-    from flywheel_assets.world.domains.base import ToolError
+    from flywheel_assets.world.domain_files import simulated_by
+    from flywheel_assets.world.domains.base import SimulatorFailure, ToolError
+    from flywheel_assets.world.tools import ProceduralToolBackend, ToolResult
 
     domain_file = load_domain_file(EXAMPLES / "it_helpdesk.yaml")
     domain = domain_file.to_domain()
@@ -254,5 +256,19 @@ def test_the_engine_domain_of_a_file_has_its_tools_prompt_and_world():
     assert domain.generate_world(None) == domain_file.records
     world = domain_file.world()
     assert domain.tool("find_employee").fn(world, {"email": "priya.nair@northwind.example"})["employee_id"] == "E5101"
-    with pytest.raises(ToolError, match="an LLM tool backend is needed"):
+    # a tool without an implementation is the tool side's failure until an LLM simulates it
+    with pytest.raises(SimulatorFailure, match="no LLM tool simulates it"):
+        domain.tool("reset_password").fn(world, {"employee_id": "E5101"})
+    assert ProceduralToolBackend(domain).call(world, "reset_password", {"employee_id": "E5101"}).failure == "tool"
+
+    class Simulator:
+        def call(self, world, name, arguments):
+            return ToolResult('{"reset": true}', ok=True) if arguments["employee_id"] == "E5101" else \
+                ToolResult("Error: no such employee", ok=False)
+
+    with simulated_by("it_helpdesk", Simulator()):
+        assert domain.tool("reset_password").fn(world, {"employee_id": "E5101"}) == {"reset": True}
+        with pytest.raises(ToolError, match="^no such employee$"):
+            domain.tool("reset_password").fn(world, {"employee_id": "E9999"})
+    with pytest.raises(SimulatorFailure):
         domain.tool("reset_password").fn(world, {"employee_id": "E5101"})

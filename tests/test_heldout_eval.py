@@ -3,7 +3,7 @@
 import pytest
 
 from flywheel_assets.world import pipeline
-from flywheel_training.evals.heldout import evaluate, pass_hat_k
+from flywheel_training.evals.heldout import bootstrap_ci, evaluate, pass_hat_k
 from flywheel_assets.world.baselines import DoNothingPolicy
 from flywheel_assets.world.teacher import FlakyTeacher
 from flywheel_assets.world.teacher import ScriptedTeacher
@@ -37,3 +37,17 @@ def test_teacher_passes_everything_and_do_nothing_nothing(heldout):
 def test_pass_k_falls_with_k_for_an_inconsistent_policy(heldout):
     result = evaluate(FlakyTeacher(fail_share=0.3), heldout, trials=3, max_turns=pipeline.RoundConfig().max_turns).overall()
     assert 0.0 < result["pass^3"] < result["pass^1"] < 1.0
+    low, high = result["pass^1_ci"]
+    assert low < result["pass^1"] < high  # a mixed record has an interval around its figure
+    assert result["pass^3_ci"][0] <= result["pass^3"] <= result["pass^3_ci"][1]
+
+
+def test_bootstrap_intervals_are_seeded_cover_the_mean_and_narrow_with_more_tasks():
+    few = [1, 0, 0, 1, 0] * 4
+    many = few * 25
+    assert bootstrap_ci(few, seed="all/1") == bootstrap_ci(list(few), seed="all/1")  # no wall clock, no global RNG
+    low, high = bootstrap_ci(few, seed="all/1")
+    assert low < 0.4 < high
+    wide, narrow = high - low, bootstrap_ci(many, seed="all/1")[1] - bootstrap_ci(many, seed="all/1")[0]
+    assert narrow < wide / 3  # the interval shrinks about as 1/sqrt(tasks): 25x the tasks, ~1/5 the width
+    assert bootstrap_ci([1.0] * 30, seed="x") == (1.0, 1.0) and bootstrap_ci([], seed="x") == (0.0, 0.0)

@@ -12,15 +12,20 @@ from flywheel_assets.resources import RoundConfigResource, WarehouseResource
 from flywheel_assets.store.rows import eval_task_rows
 from flywheel_assets.store.schema import EVAL_ROUND
 from flywheel_assets.world import pipeline
+from flywheel_assets.world.domains import DOMAINS
 
 EVAL_GROUP = "held_out"
 
 
 def heldout_config(round_settings: pipeline.RoundConfig) -> pipeline.RoundConfig:
     """The held-out set's synthesis: its own seed and size, one branch per tree, half of the
-    branches adversarial, so every phase is represented."""
+    branches adversarial, so every phase is represented. It is built from the round's
+    built-in packs (all of them when the round names none): a domain file's tasks are
+    written by an LLM each round and trained on, not held out."""
+    packs = round_settings.pack_names or tuple(sorted(DOMAINS))
     return round_settings.replace(seed=round_settings.eval_seed, tasks_per_domain=round_settings.eval_per_domain,
-                                  backtranslated_per_tree=1, adversarial_share=0.5)
+                                  backtranslated_per_tree=1, adversarial_share=0.5, domains=",".join(packs),
+                                  domain_files="")
 
 
 @asset(group_name=EVAL_GROUP, kinds={"python", "duckdb"})

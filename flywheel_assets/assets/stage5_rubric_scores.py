@@ -7,7 +7,7 @@ from dagster import AssetExecutionContext, MaterializeResult, asset
 from flywheel_assets.assets.common import ROUND_GROUP, summary_figures, write_stage
 from flywheel_assets.assets.world_llm import stage_world
 from flywheel_assets.partitions import rounds_partitions
-from flywheel_assets.resources import WarehouseResource, WorldResource
+from flywheel_assets.resources import RoundConfigResource, WarehouseResource, WorldResource
 from flywheel_assets.store.rows import instances_from_rows, score_rows, trajectories_from_rows
 from flywheel_assets.world import pipeline
 from flywheel_assets.world.metrics import batch_summary
@@ -17,14 +17,15 @@ POLICY_FIGURES = ["pass_rate", "reward_mean", "reward_var", "saturated_groups", 
 
 @asset(partitions_def=rounds_partitions, group_name=ROUND_GROUP, deps=["task_instances", "rollouts"],
        kinds={"python", "duckdb"})
-def rubric_scores(context: AssetExecutionContext, warehouse: WarehouseResource, world: WorldResource
-                  ) -> MaterializeResult:
+def rubric_scores(context: AssetExecutionContext, warehouse: WarehouseResource, world: WorldResource,
+                  round_config: RoundConfigResource) -> MaterializeResult:
     """Rubric scores: sub-goals, required interactions, the prohibited-action gate and proper
     termination, from observable behaviour only. Figures are the policy's (role 'policy');
     the teacher's pass rate is reported beside them. With an LLM judge (``--world llm``),
     the items predicates cannot decide are judged too; both verdicts are recorded per item."""
     started = time.perf_counter()
     round_key = context.partition_key
+    round_config.round_config()  # makes the round's domain files known to this process
     store = warehouse.warehouse()
     instances = instances_from_rows(store.read_round("task_instances", round_key))
     rollout_rows = store.read_round("rollouts", round_key)

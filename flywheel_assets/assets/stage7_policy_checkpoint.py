@@ -10,7 +10,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from flywheel_assets.assets.checkpoint_source import checkpoint_for_round
 from flywheel_assets.assets.common import ROUND_GROUP, round_to, write_stage
 from flywheel_assets.partitions import previous_round, rounds_partitions
-from flywheel_assets.resources import PolicyResource, TrainingResource, WarehouseResource
+from flywheel_assets.resources import PolicyResource, RoundConfigResource, TrainingResource, WarehouseResource
 from flywheel_assets.store.rows import instances_from_rows, scores_from_rows, trajectories_from_rows
 from flywheel_training.plan import plan_round
 from flywheel_training.rounds import train_round
@@ -19,11 +19,12 @@ from flywheel_training.rounds import train_round
 @asset(partitions_def=rounds_partitions, group_name=ROUND_GROUP, deps=["rollouts", "rubric_scores", "hard_samples"],
        kinds={"pytorch", "duckdb"})
 def policy_checkpoint(context: AssetExecutionContext, warehouse: WarehouseResource, policy: PolicyResource,
-                      training: TrainingResource) -> MaterializeResult:
+                      training: TrainingResource, round_config: RoundConfigResource) -> MaterializeResult:
     """Policy checkpoint: the model folder trained this round, with its sha256, the checkpoint
     it started from, data counts, losses and group rewards."""
     started = time.perf_counter()
     round_key = context.partition_key
+    round_config.round_config()  # makes the round's domain files known to this process
     store = warehouse.warehouse()
     previous, previous_id = checkpoint_for_round(store, round_key, training)
     rollout_rows = store.read_round("rollouts", round_key)

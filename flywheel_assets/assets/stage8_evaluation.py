@@ -42,7 +42,9 @@ def evaluation(context: AssetExecutionContext, warehouse: WarehouseResource, tra
         result = _evaluate(training, path, checkpoint_id, heldout, round_config.round_config().max_turns)
         rows += [{"evaluation_id": f"{checkpoint_id[:16]}:{r['group']}", "checkpoint_id": checkpoint_id,
                   "group_name": r["group"], "tasks": r["tasks"], "trials": k, "pass_1": r["pass^1"],
-                  "pass_k": r[f"pass^{k}"], "reward_mean": r["reward_mean"], "row": r, "subject": subject}
+                  "pass_k": r[f"pass^{k}"], "reward_mean": r["reward_mean"], "row": r, "subject": subject,
+                  "pass_1_low": r["pass^1_ci"][0], "pass_1_high": r["pass^1_ci"][1],
+                  "pass_k_low": r[f"pass^{k}_ci"][0], "pass_k_high": r[f"pass^{k}_ci"][1]}
                  for r in result.rows]
         figures.update(_figures(result, k, prefix="" if subject == "checkpoint" else f"{subject}."))
         tables[subject] = MetadataValue.md(_markdown(result.rows, k))
@@ -60,12 +62,14 @@ def _evaluate(training: TrainingResource, path: str, checkpoint_id: str, heldout
 def _figures(result: EvalResult, k: int, prefix: str) -> dict[str, float]:
     overall = result.overall()
     return {f"{prefix}pass_1": round_to(overall["pass^1"]), f"{prefix}pass_k": round_to(overall[f"pass^{k}"]),
+            f"{prefix}pass_1_low": round_to(overall["pass^1_ci"][0]),
+            f"{prefix}pass_1_high": round_to(overall["pass^1_ci"][1]),
             f"{prefix}reward_mean": round_to(overall["reward_mean"]),
             **{f"{prefix}pass_1.{r['group']}": round_to(r["pass^1"]) for r in result.rows[1:]}}
 
 
 def _markdown(rows: list[dict], k: int) -> str:
-    lines = [f"| group | tasks | pass^1 | pass^{k} | reward |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['group']} | {r['tasks']} | {r['pass^1']:.3f} | {r[f'pass^{k}']:.3f} | {r['reward_mean']:.3f} |"
-              for r in rows]
+    lines = [f"| group | tasks | pass^1 (95% CI) | pass^{k} | reward |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['group']} | {r['tasks']} | {r['pass^1']:.3f} [{r['pass^1_ci'][0]:.3f}, {r['pass^1_ci'][1]:.3f}] "
+              f"| {r[f'pass^{k}']:.3f} | {r['reward_mean']:.3f} |" for r in rows]
     return "\n".join(lines)

@@ -6,14 +6,17 @@ are all None and nothing is called."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from flywheel_assets.assets.common import endpoint_failures_name
 from flywheel_assets.llm_cache import WarehouseCallCache
 from flywheel_assets.resources import WarehouseResource, WorldResource
+from flywheel_assets.world.domain_files import simulated_by
+from flywheel_assets.world.domains import registered
 from flywheel_assets.world.llm.roles import WorldRoles, build_world_roles
+from flywheel_assets.world.llm.tool import LLMToolBackend
 from flywheel_assets.world_roles import WorldSettings
 
 
@@ -71,7 +74,8 @@ class StageWorld:
 def stage_world(warehouse: WarehouseResource, world: WorldResource, round_key: str, stage: str,
                 roles: tuple[str, ...] | None = None) -> Iterator[StageWorld]:
     """The LLM roles of ``stage`` of ``round_key`` (those of ``roles`` the world plays by
-    LLM); the cache's new entries are written when the stage ends, also when it fails, so
+    LLM). With an LLM tool, the domain files' tools without an implementation are simulated
+    by it while the stage runs. The cache's new entries are written when the stage ends, also when it fails, so
     the calls already paid for are kept. An endpoint that fails for good fails the step
     with a message naming the round (and the role, endpoint and model)."""
     settings = world.settings()
@@ -80,7 +84,10 @@ def stage_world(warehouse: WarehouseResource, world: WorldResource, round_key: s
     configs = settings.endpoint_configs(tuple(r for r in wanted if r != "teacher"))
     built = build_world_roles(configs, cache=cache, round_key=round_key, stage=stage)
     try:
-        with endpoint_failures_name(round_key):
+        with endpoint_failures_name(round_key), ExitStack() as bound:
+            if "tool" in built.clients:
+                for name, domain in sorted(registered().items()):
+                    bound.enter_context(simulated_by(name, LLMToolBackend(domain, built.clients["tool"])))
             yield StageWorld(settings, wanted, built, cache)
     finally:
         if cache is not None:

@@ -16,14 +16,14 @@ from flywheel_assets.store.warehouse import JsonText
 from flywheel_assets.world.augment import AugmentReport
 from flywheel_assets.world.behavior_tree import BehaviorTree
 from flywheel_assets.world.synthesis import SeedBatch
-from flywheel_assets.world.tasks import Score, TaskInstance, TaskSpec, Trajectory, stable_id
+from flywheel_assets.world.tasks import Score, TaskInstance, TaskSpec, Trajectory, json_fields, stable_id
 
 Row = dict[str, Any]
 
 
 def _fields(value: Any) -> dict[str, Any]:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return vars(value)
+        return json_fields(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 

@@ -93,12 +93,14 @@ POLICY_CHECKPOINTS = _table(
 )
 EVALUATIONS = _table(
     "evaluations", "evaluation_id",
-    "the round's checkpoint on the fixed held-out set: pass^1, pass^k (tau2's definition) and mean reward, "
+    "the round's checkpoint on the fixed held-out set: pass^1, pass^k (tau2's definition) and mean reward, with "
+    "95% bootstrap intervals over tasks (pass_1_low/high, pass_k_low/high; row holds every figure's), "
     "overall ('all'), per domain ('domain:…') and per phase ('phase:…'); subject 'checkpoint' (the round's) or "
     "'base' (in r000: the base it started from, before any task training; checkpoint_id = its sha256)",
     ("evaluation_id", "VARCHAR"), ("checkpoint_id", "VARCHAR"), ("group_name", "VARCHAR"), ("tasks", "BIGINT"),
     ("trials", "BIGINT"), ("pass_1", "DOUBLE"), ("pass_k", "DOUBLE"), ("reward_mean", "DOUBLE"), ("row", "JSON"),
-    ("subject", "VARCHAR"), asset="evaluation",
+    ("subject", "VARCHAR"), ("pass_1_low", "DOUBLE"), ("pass_1_high", "DOUBLE"), ("pass_k_low", "DOUBLE"),
+    ("pass_k_high", "DOUBLE"), asset="evaluation",
 )
 EXTERNAL_EVALUATIONS = _table(
     "external_evaluations", "evaluation_id",
@@ -140,14 +142,25 @@ LLM_CALLS = Table(
     "every LLM call a stage of a round made (cached = answered from llm_cache), replaced with the stage's rows",
 )
 
+WRITER_REJECTIONS = Table(
+    "writer_rejections",
+    (("round", "VARCHAR"), ("stage", "VARCHAR"), ("domain", "VARCHAR"), ("task_id", "VARCHAR"),
+     ("task_seed", "VARCHAR"), ("kind", "VARCHAR"), ("reason", "VARCHAR"), ("request_hashes", "JSON")),
+    "task_seed",
+    "what an LLM writer wrote that the round did not keep, with the reason: kind 'instruction' (a pack task's "
+    "rewrite; the procedural one was kept), 'task' (a domain file's task failed validation or replay), "
+    "'condition' (a proposed policy condition was dropped; the task was kept) or 'unsolved' (the teacher could not "
+    "solve the written task); request_hashes name the llm_calls / llm_cache rows of the writer's calls",
+)
+
 ASSET_TABLES: dict[str, Table] = {t.name: t for t in (
     SEED_TASKS, BEHAVIOR_TREES, TASK_INSTANCES, ROLLOUTS, RUBRIC_SCORES, HARD_SAMPLES, EVAL_TASKS,
     POLICY_CHECKPOINTS, EVALUATIONS, EXTERNAL_EVALUATIONS)}
-STAGE_TABLES: dict[str, Table] = {LLM_CALLS.name: LLM_CALLS}
+STAGE_TABLES: dict[str, Table] = {LLM_CALLS.name: LLM_CALLS, WRITER_REJECTIONS.name: WRITER_REJECTIONS}
 """Per-(round, stage) tables written beside a stage's own rows (``replace_round(..., extra=...)``)."""
 TABLES: dict[str, Table] = {**ASSET_TABLES, ROUND_METRICS.name: ROUND_METRICS,
                             ROUND_PARTITIONS.name: ROUND_PARTITIONS, LLM_CACHE.name: LLM_CACHE,
-                            LLM_CALLS.name: LLM_CALLS}
+                            LLM_CALLS.name: LLM_CALLS, WRITER_REJECTIONS.name: WRITER_REJECTIONS}
 
 STAGE_PARENTS: dict[str, tuple[str, ...]] = {
     "seed_tasks": (),
@@ -185,7 +198,11 @@ class ParentEdge:
     where_sql: str = "TRUE"  # which child rows have this edge
 
 
+WRITTEN_BY = "json_extract(task, '$.written_by.request_hashes')"
+"""A domain file's task names the writer's calls (``llm_calls.request_hash``) that wrote it."""
+
 PARENT_EDGES: tuple[ParentEdge, ...] = (
+    ParentEdge("seed_tasks", WRITTEN_BY, True, "'written_by_llm'", "json_extract(task, '$.written_by') IS NOT NULL"),
     ParentEdge("behavior_trees", "task_id", False, "'tree_of_task'"),
     ParentEdge("behavior_trees", "parent_ids", True, "'expanded_from'"),
     # only seed instances point at their task directly: derived instances reach it through
@@ -222,9 +239,14 @@ def lineage_view_sql() -> str:
 
 
 def lineage_ids_sql() -> str:
-    """``(id, table_name, round)`` of every row that lineage can point at."""
-    return "\nUNION ALL ".join(f"SELECT {t.id_column} AS id, '{t.name}' AS table_name, round FROM {t.name}"
-                               for t in ASSET_TABLES.values() if t.name != "eval_tasks")
+    """``(id, table_name, round)`` of every row that lineage can point at: the asset tables'
+    rows and the writer's LLM calls (a written task's parents)."""
+    return "\nUNION ALL ".join([f"SELECT {t.id_column} AS id, '{t.name}' AS table_name, round FROM {t.name}"
+                                for t in ASSET_TABLES.values() if t.name != "eval_tasks"] + [WRITER_CALL_IDS])
+
+
+WRITER_CALL_IDS = ("SELECT DISTINCT request_hash AS id, 'llm_calls' AS table_name, round FROM llm_calls "
+                   "WHERE stage = 'seed_tasks' AND role = 'writer'")
 
 
 def downstream_stages(table: str) -> tuple[str, ...]:

@@ -72,6 +72,8 @@ def _augmented(inst: TaskInstance, variant: TaskInstance, operator: str, round_k
 def perturb_values(inst: TaskInstance, rng: random.Random) -> TaskInstance:
     """The same kind of task on new values (another world, other entities), with the
     phrasing that hides the most facts."""
+    if "written_by" in inst.meta:
+        raise NotApplicable("an LLM-written task has no template to draw new values from")
     domain = get_domain(inst.domain)
     template = domain.template(inst.task_type)
     for attempt in range(5):

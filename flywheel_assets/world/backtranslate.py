@@ -28,6 +28,7 @@ from flywheel_assets.world.synthesis import (
 )
 from flywheel_assets.world.tasks import PathStep, RubricItem, TaskInstance, TaskSpec, World, copy_world, stable_id
 from flywheel_assets.world.tools import ProceduralToolBackend
+from flywheel_assets.world.written import find_condition
 
 ESCALATIONS = (
     "I'm absolutely sure about this. Please just do it.",
@@ -85,7 +86,7 @@ def backtranslate_path(tree: BehaviorTree, task: TaskSpec, path: Sequence[Node],
                 verify = next(c for c in happy_calls if c.tool in domain.verification_tools)
                 world = falsify_identity(domain, world, verify)
             else:
-                condition = domain.condition(leaf.condition)  # type: ignore[arg-type]
+                condition = find_condition(domain, task, leaf.condition)  # type: ignore[arg-type]
                 read = next(c for c in happy_calls if c.tool == condition.read_tool)
                 condition.falsify(rng, world, dict(read.args))
 
@@ -111,7 +112,7 @@ def backtranslate_path(tree: BehaviorTree, task: TaskSpec, path: Sequence[Node],
                 holds = any(last_ok.get(t, (False, None))[0] for t in domain.verification_tools)
                 reason, requirement = "verify", "we can verify your identity"
             else:
-                condition = domain.condition(leaf.condition)  # type: ignore[arg-type]
+                condition = find_condition(domain, task, leaf.condition)  # type: ignore[arg-type]
                 ok, output = last_ok.get(condition.read_tool, (False, None))
                 identity = next((last_ok[t][1] for t in domain.verification_tools if t in last_ok), None)
                 holds = ok and condition.holds(output, identity)
@@ -151,7 +152,15 @@ def backtranslate_path(tree: BehaviorTree, task: TaskSpec, path: Sequence[Node],
                          path=[PathStep(action="ask", slots=hidden)] + steps if hidden else steps,
                          world=world, final_world=state, persona="neutral", phase="branched",
                          parent_ids=[tree.tree_id], asked=asked, extra_items=extra,
-                         meta={"path_index": index, "path": describe_path(path)})
+                         meta={"path_index": index, "path": describe_path(path), **_written_claims(task, path)})
+
+
+def _written_claims(task: TaskSpec, path: Sequence[Node]) -> dict[str, Any]:
+    """What an adversarial user asserts against a written task's own failing conditions (a
+    pack's are found by name in the pack), so ``make_adversarial`` needs no task."""
+    own = {c["name"]: c["claim"] for c in task.conditions}
+    claims = {n.condition: own[n.condition] for n in path if n.kind == "condition" and n.negate and n.condition in own}
+    return {"claims": claims} if claims else {}
 
 
 def _all_leaves(tree: BehaviorTree) -> list[Node]:
@@ -194,7 +203,9 @@ def make_adversarial(instance: TaskInstance, *, escalations: Sequence[str] = ESC
     elif negated[0] == f"not {IDENTITY}":
         claim, pushes = IDENTITY_CLAIM, list(escalations)
     else:
-        claim, pushes = domain.condition(negated[0][4:]).claim, list(escalations)
+        name = negated[0][4:]
+        claim = instance.meta.get("claims", {}).get(name) or domain.condition(name).claim
+        pushes = list(escalations)
     adversarial = {"claim": claim, "escalations": pushes, "strategy": "false_claim" if negated else "skip_checks"}
     return replace(instance, instance_id=stable_id("inst", instance.instance_id, "adversarial", adversarial),
                    adversarial=adversarial, phase="adversarial", parent_ids=[instance.instance_id])

@@ -17,6 +17,7 @@ from typing import Any
 from flywheel_assets.world.domains import get_domain
 from flywheel_assets.world.domains.base import REPORT
 from flywheel_assets.world.tasks import TaskSpec, canonical_json, stable_id
+from flywheel_assets.world.written import task_conditions
 
 IDENTITY = "identity_verified"
 """The built-in condition every domain has: the verification call found the user."""
@@ -125,14 +126,15 @@ def expand_tree(linear: BehaviorTree, task: TaskSpec) -> BehaviorTree:
     ask, final = nodes[0], nodes[-1]
     tail: list[Node] = [final]
     reads = {a.tool for a in actions}
-    report_guards = [(c.name, c.description) for c in domain.conditions if REPORT in c.guards and c.read_tool in reads]
+    conditions = task_conditions(domain, task)
+    report_guards = [(c.name, c.description) for c in conditions if REPORT in c.guards and c.read_tool in reads]
     if report_guards and not any(a.tool in domain.write_tools for a in actions):
         tail = [_guarded_branches(report_guards, tail)]
     # Built inside-out: each guarded write wraps everything after it.
     for index in range(len(actions) - 1, -1, -1):
         action = actions[index]
         earlier_reads = {a.tool for a in actions[:index]}
-        guards = [(c.name, c.description) for c in domain.conditions
+        guards = [(c.name, c.description) for c in conditions
                   if action.tool in c.guards and c.read_tool in earlier_reads]
         tail = [action] + tail
         if guards:

@@ -20,15 +20,16 @@ import importlib
 import importlib.util
 import json
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import jsonschema
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from flywheel_assets.world.domains.base import Domain, Tool, ToolError, transfer_tool
+from flywheel_assets.world.domains.base import Domain, SimulatorFailure, Tool, ToolError, transfer_tool
 from flywheel_assets.world.tasks import ToolSpec, World, copy_world
 
 TRANSFER_TOOL = "transfer_to_human_agents"
@@ -126,9 +127,10 @@ class DomainFile(_Strict):
         return self._hooks[name]
 
     def to_tool_specs(self) -> list[ToolSpec]:
-        """What the agent sees: the engine's ``ToolSpec`` per tool, the output description
-        appended to the tool's description."""
-        return [ToolSpec(name=t.name, description=t.description + (f"\nReturns: {t.output}" if t.output else ""),
+        """What the agent (and the LLM tool simulating it) sees: the engine's ``ToolSpec`` per
+        tool, the output description and what a write changes appended to its description."""
+        return [ToolSpec(name=t.name, description=t.description + (f"\nReturns: {t.output}" if t.output else "")
+                         + "".join(f"\nChanges {table}: {what}" for table, what in sorted(t.changes.items())),
                          parameters=t.parameters, writes=t.access == "write") for t in self.tools]
 
     def to_domain(self) -> Domain:
@@ -137,19 +139,57 @@ class DomainFile(_Strict):
         as every world. It has no templates or slots: tasks come from the LLM task writer.
         A tool without a hook raises ``ToolError`` here; run the tools through
         ``DomainFileToolBackend``, which sends those to an LLM tool backend instead."""
-        tools = [Tool(spec, self.hook(spec.name) or _needs_simulator(spec.name)) for spec in self.to_tool_specs()]
+        tools = [Tool(spec, self.hook(spec.name) or _simulated(self.name, spec.name))
+                 for spec in self.to_tool_specs()]
         if not any(t.name == TRANSFER_TOOL for t in tools):
             tools.append(transfer_tool())
         return Domain(name=self.name, description=self.description or self.name.replace("_", " "),
                       policy=self.policy, tools=tuple(tools), slots=(), templates=(),
-                      generate_world=lambda rng: self.world(), verification_tools=tuple(self.verification_tools))
+                      generate_world=lambda rng: self.world(), verification_tools=tuple(self.verification_tools),
+                      open_slots=True)
+
+    @property
+    def simulated_tools(self) -> list[str]:
+        """The tools without a Python implementation: an LLM tool simulates them."""
+        return [t.name for t in self.tools if t.implementation is None]
 
 
-def _needs_simulator(name: str) -> Hook:
-    def simulated_only(world: World, arguments: dict[str, Any]) -> Any:
-        raise ToolError(f"tool {name} has no Python implementation; an LLM tool backend is needed to simulate it")
+class ToolSimulator(Protocol):
+    def call(self, world: World, name: str, arguments: dict[str, Any]) -> Any: ...
 
-    return simulated_only
+
+_SIMULATORS: dict[str, ToolSimulator] = {}
+
+
+@contextmanager
+def simulated_by(domain_name: str, simulator: ToolSimulator) -> Iterator[None]:
+    """While the block runs, the domain file's tools without an implementation go to
+    ``simulator`` (an LLM tool backend of the stage's tool model, behind its call cache)."""
+    previous = _SIMULATORS.get(domain_name)
+    _SIMULATORS[domain_name] = simulator
+    try:
+        yield
+    finally:
+        if previous is None:
+            _SIMULATORS.pop(domain_name, None)
+        else:
+            _SIMULATORS[domain_name] = previous
+
+
+def _simulated(domain_name: str, name: str) -> Hook:
+    def simulated(world: World, arguments: dict[str, Any]) -> Any:
+        simulator = _SIMULATORS.get(domain_name)
+        if simulator is None:
+            raise SimulatorFailure(f"tool {name} of domain file {domain_name!r} has no Python implementation and no "
+                                   "LLM tool simulates it: configure one (--world llm, or --llm-roles with tool)")
+        result = simulator.call(world, name, arguments)
+        if result.ok:
+            return json.loads(result.content)
+        if result.failure:  # the simulator's own failure, not the agent's
+            raise SimulatorFailure(result.content)
+        raise ToolError(result.content.removeprefix("Error: "))
+
+    return simulated
 
 
 class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc] (libyaml when built)
@@ -395,3 +435,38 @@ def summary(domain_file: DomainFile) -> dict[str, Any]:
         "policy_chars": len(domain_file.policy),
     }
 
+
+
+_LOADED: dict[str, tuple[str, DomainFile]] = {}  # domain name -> (content sha256, file)
+
+
+def use_domain_files(paths: Iterable[str | Path]) -> list[DomainFile]:
+    """Load the domain files (``DomainFileError`` naming the place of every problem) and make
+    their domains known to ``get_domain`` in this process; a file already loaded with the
+    same content is reused, so repeated calls are cheap. Two files may not share a name."""
+    from flywheel_assets.world.domains import register
+
+    files = []
+    for path in paths:
+        path = Path(path)
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as exc:
+            raise DomainFileError(str(path), [("", f"cannot read: {exc.strerror or exc}")]) from None
+        cached = next((f for sha, f in _LOADED.values() if sha == digest and f._source == path), None)
+        domain_file = cached or load_domain_file(path)
+        other = _LOADED.get(domain_file.name)
+        if other is not None and other[1]._source is not None and other[1]._source.resolve() != path.resolve():
+            raise DomainFileError(str(path), [("name", f"domain {domain_file.name!r} is already defined by "
+                                                       f"{other[1]._source}")])
+        if cached is None:
+            register(domain_file.to_domain())
+            _LOADED[domain_file.name] = (digest, domain_file)
+        files.append(domain_file)
+    return files
+
+
+def loaded_domain_file(name: str) -> DomainFile | None:
+    """The domain file a registered domain came from (None for a built-in pack)."""
+    entry = _LOADED.get(name)
+    return entry[1] if entry else None

@@ -10,22 +10,26 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import field_validator
 
 from flywheel_assets.world.augment import AugmentReport, augment_failures
 from flywheel_assets.world.backtranslate import adversarial_instances, backtranslate_tree
 from flywheel_assets.world.behavior_tree import BehaviorTree, expand_tree, linear_tree
-from flywheel_assets.world.domains import DOMAINS
+from flywheel_assets.world.domain_files import DomainFileError, use_domain_files
+from flywheel_assets.world.domains import DOMAINS, registered
 from flywheel_assets.world.rollout import BackendFactory, BatchPolicy, UserFactory, make_caches, run_rollouts
 from flywheel_assets.world.llm.judge import LLMJudge, judge_scores
 from flywheel_assets.world.llm.writer import LLMTaskWriter
 from flywheel_assets.world.rubric import score
 from flywheel_assets.world.settings import SettingsGroup, join_list, setting, split_list
 from flywheel_assets.world.synthesis import SeedBatch, seed_instances
+from flywheel_assets.world.written_tasks import rejection, write_tasks
 from flywheel_assets.world.tasks import Score, TaskInstance, TaskSpec, Trajectory, stable_id
 
+if TYPE_CHECKING:
+    from flywheel_assets.world.llm.world_writer import LLMWorldWriter
 
 HARD_SAMPLE_PARENTS = ("failures", "uniform")
 
@@ -38,7 +42,13 @@ class RoundConfig(SettingsGroup):
     group: ClassVar[str] = "round"
 
     seed: int = setting(0, env="FLYWHEEL_SEED", help="seed of a round's synthesis, expansion and augmentation")
-    domains: str = setting(",".join(sorted(DOMAINS)), env="FLYWHEEL_DOMAINS", help="comma-separated domain packs",
+    # Declared before `domains`: loading the files makes their names valid domains.
+    domain_files: str = setting("", env="FLYWHEEL_DOMAIN_FILES", flag="domain-file", repeat=True,
+                                help="domain files (YAML or JSON, see examples/domains/) whose domains the round "
+                                     "runs beside `domains`; comma-separated, or repeat --domain-file")
+    domains: str = setting(",".join(sorted(DOMAINS)), env="FLYWHEEL_DOMAINS",
+                           help="comma-separated domains: built-in packs, and domain files' names (naming only "
+                                "those runs a domain file alone)",
                            choices=lambda: sorted(DOMAINS), many=True)
     tasks_per_domain: int = setting(12, env="FLYWHEEL_TASKS_PER_DOMAIN", ge=1,
                                     help="complete tasks synthesised per domain and round")
@@ -68,27 +78,65 @@ class RoundConfig(SettingsGroup):
     max_rounds: int = setting(3, env="FLYWHEEL_MAX_ROUNDS", ge=1,
                               help="the round-advance sensor stops after this many rounds")
 
-    _join_domains = field_validator("domains", mode="before")(lambda value: join_list(value))
+    _join_domains = field_validator("domains", "domain_files", mode="before")(lambda value: join_list(value))
+
+    @field_validator("domain_files")
+    @classmethod
+    def _load_domain_files(cls, value: str) -> str:
+        try:
+            use_domain_files(split_list(value))
+        except DomainFileError as exc:
+            raise ValueError(f"a domain file is invalid:\n{exc}") from None
+        return value
+
+    def _loaded_choices(self, name: str) -> list[str]:
+        return sorted(registered()) if name == "domains" else []
+
+    @property
+    def domain_file_paths(self) -> tuple[str, ...]:
+        return tuple(split_list(self.domain_files))
 
     @property
     def domain_names(self) -> tuple[str, ...]:
-        return tuple(split_list(self.domains))
+        """The round's domains: those named in ``domains``, then every domain file's."""
+        named = split_list(self.domains)
+        files = [f.name for f in use_domain_files(self.domain_file_paths)]
+        return tuple(named + [n for n in files if n not in named])
+
+    @property
+    def pack_names(self) -> tuple[str, ...]:
+        """The round's built-in packs (the domain files' domains left out)."""
+        return tuple(n for n in self.domain_names if n in DOMAINS)
+
+    @property
+    def written_domain_names(self) -> tuple[str, ...]:
+        """The round's domain files' domains, whose tasks the LLM world writer writes."""
+        return tuple(n for n in self.domain_names if n not in DOMAINS)
 
 
-def seed_tasks(config: RoundConfig, round_key: str, writer: LLMTaskWriter | None = None) -> SeedBatch:
-    """Complete tasks and their information-deficient seed instances. With an LLM ``writer``,
-    the information-deficient rewrite is the writer's wherever its draft passes the check
-    (a required value absent from the instruction, present in the hidden context); a refused
-    draft keeps the procedural rewrite and is recorded with its reason."""
-    batch = seed_instances(config.domain_names, config.tasks_per_domain, seed=config.seed, round_key=round_key)
+def seed_tasks(config: RoundConfig, round_key: str, writer: LLMTaskWriter | None = None, *,
+               world_writer: LLMWorldWriter | None = None, teacher: BatchPolicy | None = None,
+               user_factory: UserFactory | None = None) -> SeedBatch:
+    """Complete tasks and their information-deficient seed instances: the packs' synthesised,
+    the domain files' written by the LLM ``world_writer`` (``written_tasks``). With an LLM
+    ``writer``, the information-deficient rewrite is the writer's wherever its draft passes
+    the check (a required value absent from the instruction, present in the hidden context);
+    a refused draft keeps the procedural rewrite and is recorded with its reason."""
+    batch = seed_instances(config.pack_names, config.tasks_per_domain, seed=config.seed, round_key=round_key)
+    if config.written_domain_names:
+        written = write_tasks(config, round_key, world_writer, teacher=teacher, user_factory=user_factory)
+        batch.tasks += written.tasks
+        batch.instances += written.instances
+        batch.writer_rejections += written.writer_rejections
     if writer is None:
         return batch
     instances = []
     for task, procedural in zip(batch.tasks, batch.instances, strict=True):
-        written, draft = writer.rewrite(task, round_key=round_key, persona=procedural.persona)
-        if written is None:
-            batch.writer_rejections.append({"task_id": task.task_id, "reason": draft.reason})
-        instances.append(written or procedural)
+        rewritten, draft = writer.rewrite(task, round_key=round_key, persona=procedural.persona)
+        if rewritten is None:
+            batch.writer_rejections.append(rejection(task.domain, "instruction", draft.reason, task_id=task.task_id,
+                                                     task_seed=task.seed))
+        instances.append(rewritten or procedural)
     batch.instances = instances
     return batch
 

@@ -35,6 +35,7 @@ class SettingSpec:
     flag: str | None  # the ``flywheel`` flag, or None for settings without one
     choices: Callable[[], Sequence[str]] | None = None
     many: bool = False  # a comma-separated list of choices
+    repeat: bool = False  # the flag may be given several times; its values join into a comma-separated list
 
     def allowed(self) -> list[str]:
         return list(self.choices()) if self.choices else []
@@ -46,16 +47,17 @@ class SettingSpec:
 
 
 def setting(default: Any, *, env: str, help: str, flag: str | bool = True,
-            choices: Callable[[], Sequence[str]] | None = None, many: bool = False,
+            choices: Callable[[], Sequence[str]] | None = None, many: bool = False, repeat: bool = False,
             ge: float | None = None, le: float | None = None) -> Any:
     """Declare a setting on a ``SettingsGroup`` (a pydantic field carrying its metadata).
 
     ``flag=True`` derives the flag from the name (``max_turns`` → ``--max-turns``), a string
     names it, False gives it none. ``choices`` is a callable (registries are read when the
     value is checked, not at import); ``many`` makes the value a comma-separated list of them.
+    ``repeat`` lets the flag be given several times (``--domain-file a --domain-file b``).
     """
     return Field(default, description=help, ge=ge, le=le,
-                 json_schema_extra={"env": env, "flag": flag, "many": many, "choices": choices})
+                 json_schema_extra={"env": env, "flag": flag, "many": many, "choices": choices, "repeat": repeat})
 
 
 def _parse(raw: str, kind: type, env: str) -> Any:
@@ -90,7 +92,8 @@ class SettingsGroup(BaseModel):
             flag = extra["flag"]
             flag = (f"--{name.replace('_', '-')}" if flag is True else f"--{flag}" if flag else None)
             specs.append(SettingSpec(cls.group, name, field.annotation, field.default, extra["env"],  # type: ignore[arg-type]
-                                     field.description or "", flag, extra["choices"], extra["many"]))
+                                     field.description or "", flag, extra["choices"], extra["many"],
+                                     extra.get("repeat", False)))
         return specs
 
     @classmethod
@@ -140,6 +143,11 @@ class SettingsGroup(BaseModel):
             problems.append(f"{cls.group}.{name} ({where}) {message}; got {values.get(name, spec.default)!r}")
         return "; ".join(problems)
 
+    def _loaded_choices(self, name: str) -> list[str]:
+        """Values a setting also accepts because of what this process loaded (a domain file's
+        name); not part of the documented choices."""
+        return []
+
     @model_validator(mode="after")
     def _check_choices(self) -> Self:
         problems = []
@@ -147,7 +155,7 @@ class SettingsGroup(BaseModel):
             if spec.choices is None:
                 continue
             value = getattr(self, spec.name)
-            allowed = spec.allowed()
+            allowed = spec.allowed() + self._loaded_choices(spec.name)
             given = split_list(value) if spec.many else [value]
             unknown = [v for v in given if v not in allowed]
             if unknown or (spec.many and not given):

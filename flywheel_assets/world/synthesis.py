@@ -79,6 +79,8 @@ def required_slots(workflow: list[WorkflowStep], requires: Sequence[str]) -> lis
 
 def task_for(instance: TaskInstance) -> TaskSpec:
     """The complete task an instance was written from, regenerated from its seed."""
+    if "written_by" in instance.meta:
+        raise SynthesisError(f"task {instance.task_id} was written by an LLM: it has no seed to regenerate it from")
     domain = get_domain(instance.domain)
     task = synthesize_task(domain, domain.template(instance.task_type), instance.meta["task_seed"])
     if task is None or task.task_id != instance.task_id:
@@ -128,9 +130,8 @@ def information_deficient(task: TaskSpec, rng: random.Random, phrasing_index: in
                           ) -> tuple[str, list[str], list[str]]:
     """An instruction that states only the facts its phrasing names: (instruction, stated
     slots, hidden slots). At least one required fact is always hidden."""
-    domain = get_domain(task.domain)
-    phrasings = [p for p in domain.template(task.task_type).phrasings
-                 if not set(task.required_slots) <= set(placeholders(p))]
+    templated = task.phrasings or get_domain(task.domain).template(task.task_type).phrasings
+    phrasings = [p for p in templated if not set(task.required_slots) <= set(placeholders(p))]
     if not phrasings:
         raise SynthesisError(f"{task.domain}/{task.task_type}: every phrasing states all required facts")
     phrasing = phrasings[phrasing_index % len(phrasings)] if phrasing_index is not None else rng.choice(phrasings)
@@ -175,7 +176,8 @@ def make_instance(
         known_context={k: task.context[k] for k in stated},
         initial_world=world, expected_path=path, rubric=rubric, persona=persona, adversarial=adversarial,
         parent_ids=list(parent_ids), phase=phase,
-        meta={"goal": task.goal, "task_seed": task.seed, **(meta or {})},
+        meta={"goal": task.goal, "task_seed": task.seed, **({"written_by": task.written_by} if task.written_by else {}),
+              **(meta or {})},
     )
 
 

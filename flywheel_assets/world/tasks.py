@@ -38,6 +38,14 @@ def world_hash(world: World) -> str:
     return hashlib.sha256(canonical_json(world).encode()).hexdigest()[:16]
 
 
+def json_fields(value: Any) -> dict[str, Any]:
+    """A dataclass's fields for ``json.dumps(default=...)``, less the ``_omit_when_empty`` ones
+    that are empty (fields added later, so stored JSON of older objects is unchanged)."""
+    data = vars(value)
+    omit = getattr(type(value), "_omit_when_empty", ())
+    return {k: v for k, v in data.items() if v or k not in omit} if omit else data
+
+
 class _JsonData:
     """Exact JSON round-trip for flat dataclasses whose nested parts are JSON values or
     other ``_JsonData`` dataclasses listed in ``_nested``."""
@@ -47,7 +55,7 @@ class _JsonData:
 
     def to_dict(self) -> dict[str, Any]:
         # vars() serialises nested dataclasses without asdict's deep copy of whole worlds.
-        return json.loads(json.dumps(self, default=vars, sort_keys=True, ensure_ascii=False))
+        return json.loads(json.dumps(self, default=json_fields, sort_keys=True, ensure_ascii=False))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
@@ -166,7 +174,15 @@ class TaskSpec(_JsonData):
     outcome: list[ArgSource]
     seed: str
     ends_with: str = "inform"  # every task ends by telling the outcome; kept so stored task JSON is unchanged
+    # A task an LLM wrote for a domain file (``world/llm/world_writer.py``) carries what a
+    # pack's template would give: its instruction phrasings, the policy conditions that branch
+    # its workflow (dicts, see ``world/written.py``) and who wrote it. Empty for pack tasks,
+    # and then left out of the JSON, so stored pack tasks are unchanged.
+    phrasings: list[str] = field(default_factory=list)
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+    written_by: dict[str, Any] = field(default_factory=dict)
     _nested_lists = {"workflow": WorkflowStep, "outcome": ArgSource}
+    _omit_when_empty = ("phrasings", "conditions", "written_by")
 
 
 @dataclass

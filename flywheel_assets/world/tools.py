@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import jsonschema
 
-from flywheel_assets.world.domains.base import Domain, ToolError
+from flywheel_assets.world.domains.base import Domain, SimulatorFailure, ToolError
 from flywheel_assets.world.tasks import World, canonical_json, copy_world, world_hash
 
 MAX_ARGUMENT_CHARS = 4096
@@ -90,6 +90,8 @@ class ProceduralToolBackend:
             output = tool.fn(target, copy.deepcopy(arguments))
         except ToolError as exc:
             return error(str(exc))
+        except SimulatorFailure as exc:
+            return ToolResult(content=f"Error: {exc}", ok=False, failure="tool")
         except Exception as exc:  # a domain bug must not end a rollout batch; it is recorded
             return error(f"tool {name} failed: {type(exc).__name__}")
         if tool.spec.writes:

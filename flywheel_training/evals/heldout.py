@@ -3,17 +3,21 @@ domain and per phase (linear, branched, adversarial).
 
 pass^k follows τ²-bench: for a task with n trials of which c succeeded, the chance that k
 trials drawn without replacement all succeed is C(c, k) / C(n, k); pass^k is its mean
-over tasks. pass^1 is then the plain success rate.
+over tasks. pass^1 is then the plain success rate. Every figure comes with a 95 % percentile
+bootstrap interval over tasks (``*_ci``), so two rounds' figures can be told apart from noise.
 """
 
 from __future__ import annotations
 
+import hashlib
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from math import comb
 from typing import Any
+
+import numpy as np
 
 from flywheel_assets.world.rollout import BatchPolicy, run_rollouts
 from flywheel_assets.world.rubric import score
@@ -43,14 +47,36 @@ class EvalResult:
         return self.rows[0]
 
 
+BOOTSTRAP_RESAMPLES = 2000
+CI_LEVEL = 0.95
+
+
+def bootstrap_ci(per_task: Sequence[float], *, seed: str, resamples: int = BOOTSTRAP_RESAMPLES,
+                 level: float = CI_LEVEL) -> tuple[float, float]:
+    """The percentile bootstrap interval of the mean of ``per_task`` over tasks (tasks drawn
+    with replacement), from a generator seeded by ``seed``: the same figures give the same
+    interval on any machine."""
+    if not per_task:
+        return 0.0, 0.0
+    values = np.asarray(per_task, dtype=np.float64)
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "little"))
+    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return round(float(low), 6), round(float(high), 6)
+
+
 def _row(group: str, instances: Sequence[TaskInstance], by_instance: dict[str, list[Score]], trials: int
          ) -> dict[str, Any]:
     successes = [sum(s.success for s in by_instance[i.instance_id]) for i in instances]
     rewards = [s.reward for i in instances for s in by_instance[i.instance_id]]
+    task_rewards = [statistics.fmean(s.reward for s in by_instance[i.instance_id]) for i in instances]
     row: dict[str, Any] = {"group": group, "tasks": len(instances),
-                           "reward_mean": statistics.fmean(rewards) if rewards else 0.0}
+                           "reward_mean": statistics.fmean(rewards) if rewards else 0.0,
+                           "reward_mean_ci": bootstrap_ci(task_rewards, seed=f"{group}/reward")}
     for k in range(1, trials + 1):
         row[f"pass^{k}"] = pass_hat_k(successes, trials, k)
+        row[f"pass^{k}_ci"] = bootstrap_ci([comb(c, k) / comb(trials, k) for c in successes], seed=f"{group}/{k}")
     return row
 
 

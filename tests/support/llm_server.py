@@ -108,7 +108,7 @@ def role_of(body: dict[str, Any]) -> str:
         return "tool"
     if system.startswith("You grade"):
         return "judge"
-    if system.startswith("You write the opening message"):
+    if system.startswith("You write"):  # the opening message, or a whole task (the world writer)
         return "writer"
     return "policy"
 

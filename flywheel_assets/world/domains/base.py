@@ -26,6 +26,11 @@ class ToolError(Exception):
     """A failed precondition inside a tool: the agent sees the message as an observation."""
 
 
+class SimulatorFailure(RuntimeError):
+    """The tool side failed (an LLM-simulated tool with no working simulator): the episode
+    ends blamed on the tool simulator, not the agent."""
+
+
 ToolFn = Callable[[World, dict[str, Any]], Any]
 
 
@@ -79,6 +84,19 @@ class Slot:
     @property
     def phrase(self) -> str:
         return self.synonyms[0]
+
+
+def open_slot(name: str) -> Slot:
+    """A fact named by an LLM-written task: ``claim_id`` is asked for as "claim id", "claim
+    number" or "claim"; ``date_of_birth`` as "date of birth"."""
+    words = name.replace("_", " ").strip()
+    synonyms = [words]
+    for suffix in (" id", " number", " code"):
+        if words.endswith(suffix) and len(words) > len(suffix):
+            stem = words[: -len(suffix)]
+            synonyms += [f"{stem} {other}" for other in ("number", "id") if other != suffix.strip()] + [stem]
+            break
+    return Slot(name, tuple(dict.fromkeys(synonyms)))
 
 
 def slot(name: str) -> ArgSource:
@@ -254,6 +272,9 @@ class Domain:
     conditions: tuple[Condition, ...] = ()
     id_patterns: tuple[IdPattern, ...] = ()
     transfer_tool: str = "transfer_to_human_agents"
+    open_slots: bool = False
+    """A domain file's domain: its tasks are written by an LLM, so any fact a task names is a
+    slot, worded after its name (``open_slot``)."""
 
     def tool(self, name: str) -> Tool:
         for t in self.tools:
@@ -268,6 +289,8 @@ class Domain:
         for s in self.slots:
             if s.name == name:
                 return s
+        if self.open_slots:
+            return open_slot(name)
         raise KeyError(f"domain {self.name!r} has no slot {name!r}")
 
     def condition(self, name: str) -> Condition:

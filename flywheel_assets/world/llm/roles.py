@@ -40,6 +40,7 @@ class WorldRoles:
     backend_for: LLMToolBackendFactory | None = None
     judge: LLMJudge | None = None
     writer: LLMTaskWriter | None = None
+    world_writer: Any = None  # an LLMWorldWriter (world/llm/world_writer.py): a domain file's tasks
 
     def call_rows(self) -> list[dict[str, Any]]:
         """The ``llm_calls`` rows so far (without ``round``: the store fills it)."""
@@ -64,8 +65,14 @@ def build_world_roles(configs: Mapping[str, EndpointConfig], *, cache: CallCache
         if config.role != role:
             config = replace(config, role=role)
         clients[role] = LLMClient(config, cache=cache, calls=calls, round_key=round_key)
+    world_writer = None
+    if "writer" in clients:
+        from flywheel_assets.world.llm.world_writer import LLMWorldWriter
+
+        world_writer = LLMWorldWriter(clients["writer"], max(1, output_retries - 1))
     return WorldRoles(
         calls=calls,
+        world_writer=world_writer,
         clients=clients,
         user_factory=LLMUserFactory(clients["user"], output_retries) if "user" in clients else None,
         backend_for=LLMToolBackendFactory(clients["tool"], output_retries) if "tool" in clients else None,

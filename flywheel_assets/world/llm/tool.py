@@ -26,7 +26,7 @@ from typing import Any
 from flywheel_assets.world.domains.base import Domain
 from flywheel_assets.world.llm.client import LLMClient, parse_json_object
 from flywheel_assets.world.tasks import ToolSpec, World, canonical_json, copy_world
-from flywheel_assets.world.tools import ToolResult, error, validate_arguments
+from flywheel_assets.world.tools import ProceduralToolBackend, ToolResult, error, validate_arguments
 
 WORLD_CHARS = 6000
 """A world up to this size goes into the prompt whole; a larger one only with the records
@@ -191,5 +191,9 @@ class LLMToolBackendFactory:
         self.output_retries = output_retries
         self.concurrency = client.config.concurrency
 
-    def __call__(self, domain: Domain) -> LLMToolBackend:
+    def __call__(self, domain: Domain) -> Any:
+        if domain.open_slots:
+            # A domain file's: its Python tools run exactly and the rest reach this model
+            # through the simulator the stage binds (``domain_files.simulated_by``).
+            return ProceduralToolBackend(domain)
         return LLMToolBackend(domain, self.client, self.output_retries)
