@@ -1,18 +1,22 @@
 """Does aiming at failures help? The flywheel against a control with the same budget.
 
-Both arms run the same complete rounds on the embedded default (same seeds, same held-out
-set, the same training steps per round: training runs by step count, so the machine's
-speed never decides how much a checkpoint trains). They differ only in the
+Both arms run the same complete rounds on the embedded default (the same round seeds, the
+same held-out set, the same training steps per round: training runs by step count, so the
+machine's speed never decides how much a checkpoint trains). They differ only in the
 hard-samples stage: the flywheel augments the instances the policy failed; the control
 augments as many instances drawn uniformly from the round, failed or not
-(``hard_sample_parents=uniform``), so the next round gets the same number of new
-instances and the same training budget.
+(``hard_sample_parents=uniform``), so the next round gets the same number of new instances
+and the same training budget. By default round r000 is the cold start (the teacher's
+rollouts and SFT only, ``first_round_policy_rollouts=false``), so from r001 on every round's
+hard samples are a trained model's failures; ``--rounds`` counts the rounds after it.
 
-    python benchmarks/efficacy.py [--rounds 3] [--out .flywheel/efficacy] [--tasks-per-domain N]
+    python benchmarks/efficacy.py [--rounds 4] [--seeds 2] [--tasks-per-domain N] [--out .flywheel/efficacy]
 
-Prints both held-out curves (pass^1, pass^k, mean reward per round) and their difference,
-and writes them to <out>/efficacy.json. Each arm is a full `flywheel run`; expect the sum of
-two runs' time.
+Each (arm, seed) is a full `flywheel run` in its own home; both arms of a seed share the
+base (built once). Prints, per round, each arm's held-out pass^1 (mean over seeds) with a
+95 % bootstrap interval over tasks, and the difference flywheel - control with a paired
+interval (the same held-out tasks, resampled together); writes everything to
+<out>/efficacy.json.
 """
 
 from __future__ import annotations
@@ -24,54 +28,95 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flywheel_assets.heldout_report import heldout_rows
+import numpy as np
+
 from flywheel_assets.resources import TrainingResource
 from flywheel_assets.runner import run_rounds
 from flywheel_assets.store import Warehouse
 
 ARMS = {"flywheel": "failures", "control": "uniform"}
+RESAMPLES = 2000
 
 
-def run_arm(home: Path, rounds: int, parents: str, knobs: dict[str, Any], base: Path
-            ) -> tuple[list[dict[str, Any]], float]:
+def run_arm(home: Path, rounds: int, parents: str, knobs: dict[str, Any], base: Path, seed: int
+            ) -> tuple[dict[str, dict[str, Any]], float]:
+    """{round: {"pass_1", "trials", "successes": {instance: successes}}} of one arm and seed."""
     shutil.rmtree(home, ignore_errors=True)
     # both arms start from the same base: built once, copied where each home looks for it
     shutil.copytree(base, home / ".flywheel" / "checkpoints" / base.name)
     started = time.perf_counter()
-    outcomes = run_rounds(home, rounds, report=lambda line: print(f"  [{parents}] {line}", flush=True),
-                          overrides={"round_config": {"hard_sample_parents": parents, **knobs}})
+    outcomes = run_rounds(home, rounds, report=lambda line: print(f"  [{parents} seed {seed}] {line}", flush=True),
+                          overrides={"round_config": {"hard_sample_parents": parents, "seed": seed, **knobs}})
     if len(outcomes) != rounds or not all(o.success for o in outcomes):
         failed = next((o for o in outcomes if not o.success), None)
-        raise SystemExit(f"the {parents} arm failed: {failed.error if failed else 'no round ran'}")
-    return heldout_rows(Warehouse(home / ".flywheel" / "warehouse.duckdb")), time.perf_counter() - started
+        raise SystemExit(f"the {parents} arm (seed {seed}) failed: {failed.error if failed else 'no round ran'}")
+    rows = Warehouse(home / ".flywheel" / "warehouse.duckdb").records(
+        "SELECT round, trials, pass_1, row FROM evaluations WHERE group_name = 'all' AND subject = 'checkpoint' "
+        "ORDER BY round")
+    curve = {r["round"]: {"pass_1": r["pass_1"], "trials": r["trials"], "successes": r["row"]["successes"]}
+             for r in rows}
+    return curve, time.perf_counter() - started
+
+
+def per_task_rates(curves: list[dict[str, dict[str, Any]]], round_key: str, tasks: list[str]) -> np.ndarray:
+    """Each held-out task's success rate at ``round_key``, averaged over the seeds' runs."""
+    return np.mean([[c[round_key]["successes"][t] / c[round_key]["trials"] for t in tasks] for c in curves], axis=0)
+
+
+def interval(values: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
+    """95 % percentile bootstrap interval of the mean over tasks (one index draw per resample,
+    shared by the arms when ``values`` is a paired difference)."""
+    means = values[rng.integers(0, len(values), size=(RESAMPLES, len(values)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4, help="rounds after the cold start r000")
+    parser.add_argument("--seeds", type=int, default=2, help="round seeds per arm (0, 1, ...)")
     parser.add_argument("--out", default=".flywheel/efficacy")
     parser.add_argument("--tasks-per-domain", type=int)
     parser.add_argument("--max-turns", type=int)
+    parser.add_argument("--no-cold-start", action="store_true",
+                        help="let the untrained base play r000 too (the old first round)")
     args = parser.parse_args()
     out = Path(args.out).resolve()
-    knobs = {k: v for k, v in (("tasks_per_domain", args.tasks_per_domain), ("max_turns", args.max_turns)) if v}
-    curves: dict[str, list[dict[str, Any]]] = {}
-    seconds: dict[str, float] = {}
-    print("building the embedded base once for both arms", flush=True)
+    knobs: dict[str, Any] = {k: v for k, v in (("tasks_per_domain", args.tasks_per_domain),
+                                                 ("max_turns", args.max_turns)) if v}
+    knobs["first_round_policy_rollouts"] = args.no_cold_start
+    started = time.perf_counter()
+    print("building the embedded base once for every run", flush=True)
     base = TrainingResource(checkpoint_dir=str(out / "shared")).base(log=lambda line: print(f"  {line}", flush=True))
-    for arm, parents in ARMS.items():
-        print(f"{arm} arm (hard_sample_parents={parents})", flush=True)
-        curves[arm], seconds[arm] = run_arm(out / arm, args.rounds, parents, knobs, base)
-    k = curves["flywheel"][0]["k"]
-    print(f"\nheld-out pass^1 / pass^{k} / mean reward per round "
-          f"({curves['flywheel'][0]['tasks']} tasks × {k} trials)")
-    print(f"{'round':>6} | {'flywheel':^23} | {'control (uniform)':^23} | {'Δ pass^1':>8} {'Δ reward':>8}")
-    for fly, ctl in zip(curves["flywheel"], curves["control"]):
-        cells = [f"{r['pass_1']:.3f} {r['pass_k']:.3f} {r['reward_mean']:.3f}" for r in (fly, ctl)]
-        print(f"{fly['round']:>6} | {cells[0]:^23} | {cells[1]:^23} | "
-              f"{fly['pass_1'] - ctl['pass_1']:+8.3f} {fly['reward_mean'] - ctl['reward_mean']:+8.3f}")
-    print(f"wall time: flywheel {seconds['flywheel']:.0f}s, control {seconds['control']:.0f}s")
-    (out / "efficacy.json").write_text(json.dumps({"curves": curves, "seconds": seconds, "knobs": knobs}, indent=2, default=str))
+    curves: dict[str, list[dict[str, dict[str, Any]]]] = {arm: [] for arm in ARMS}
+    seconds: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    for seed in range(args.seeds):
+        for arm, parents in ARMS.items():
+            print(f"{arm} arm (hard_sample_parents={parents}), seed {seed}", flush=True)
+            curve, took = run_arm(out / f"{arm}-seed{seed}", args.rounds + 1, parents, knobs, base, seed)
+            curves[arm].append(curve)
+            seconds[arm].append(took)
+    rounds = sorted(curves["flywheel"][0])
+    tasks = sorted(curves["flywheel"][0][rounds[0]]["successes"])
+    rng = np.random.default_rng(0)
+    table = []
+    print(f"\nheld-out pass^1 per round: mean over {args.seeds} seed(s), 95% bootstrap CI over {len(tasks)} tasks")
+    print(f"{'round':>6} | {'flywheel':^22} | {'control (uniform)':^22} | {'flywheel - control':^24}")
+    for round_key in rounds:
+        fly, ctl = (per_task_rates(curves[arm], round_key, tasks) for arm in ARMS)
+        row = {"round": round_key, "flywheel": float(fly.mean()), "flywheel_ci": interval(fly, rng),
+               "control": float(ctl.mean()), "control_ci": interval(ctl, rng),
+               "difference": float((fly - ctl).mean()), "difference_ci": interval(fly - ctl, rng)}
+        table.append(row)
+        cells = [f"{row[k]:.3f} [{row[k + '_ci'][0]:.3f}, {row[k + '_ci'][1]:.3f}]"
+                 for k in ("flywheel", "control", "difference")]
+        print(f"{round_key:>6} | {cells[0]:^22} | {cells[1]:^22} | {cells[2]:^24}")
+    total = time.perf_counter() - started
+    print(f"wall time: {total:.0f}s in all (flywheel runs {sum(seconds['flywheel']):.0f}s, "
+          f"control runs {sum(seconds['control']):.0f}s)")
+    (out / "efficacy.json").write_text(json.dumps(
+        {"table": table, "curves": curves, "seconds": seconds, "knobs": knobs, "seeds": args.seeds,
+         "total_seconds": total}, indent=2, default=str))
     print(f"written: {out / 'efficacy.json'}")
 
 

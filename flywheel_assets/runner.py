@@ -29,6 +29,7 @@ from flywheel_assets.run_records import fail_orphaned_runs, process_tags, worksp
 from flywheel_assets.settings import GROUPS, dagster_home, warehouse_path
 from flywheel_assets.store import Warehouse, WarehouseError
 from flywheel_assets.store.schema import ASSET_TABLES
+from flywheel_assets.world.metrics import FAILURE_TYPES
 
 DEFINITIONS_MODULE = "flywheel_assets.definitions"
 ASSET_TABLE_OF = {table.asset_name: name for name, table in ASSET_TABLES.items()}
@@ -236,6 +237,10 @@ def summarize(figures: Mapping[str, float]) -> str:
     if "evaluations.pass_1_low" in figures:  # the interval right after the figure it belongs to
         at = next(i for i, p in enumerate(parts) if p.startswith("held-out pass^1"))
         parts[at] += f" [95% CI {figures['evaluations.pass_1_low']:.3f}–{figures['evaluations.pass_1_high']:.3f}]"
+    failures = [f"{kind.replace('_', ' ')} {figures[f'rubric_scores.failures.{kind}']:.0f}" for kind in FAILURE_TYPES
+                if f"rubric_scores.failures.{kind}" in figures]
+    if failures:
+        parts.append("policy failures: " + ", ".join(failures))
     return ", ".join(parts + written)
 
 

@@ -87,6 +87,12 @@ def test_the_written_instances_are_rolled_out_and_scored(library_run):
     teacher = [s for s in scored if s["role"] == "teacher"]
     assert teacher and all(s["success"] for s in teacher)  # the oracle solves every written instance
     assert any(not s["success"] for s in scored if s["role"] == "policy")  # flaky-teacher fails half on purpose
+    # the round's failure distribution accounts for every failed policy episode
+    failed = store.records("SELECT count(*) AS n FROM rubric_scores WHERE round = 'r000' AND role = 'policy' "
+                           "AND NOT success")[0]["n"]
+    by_type = store.records("SELECT sum(value) AS n FROM round_metrics WHERE round = 'r000' "
+                            "AND stage = 'rubric_scores' AND metric LIKE 'failures.%'")[0]["n"]
+    assert failed > 0 and by_type == failed
     calls = dict(store.query("SELECT role, count(*) FROM llm_calls WHERE round = 'r000' GROUP BY role").iter_rows())
     assert calls["writer"] >= 3 and calls["tool"] > 0 and calls["user"] > 0
 

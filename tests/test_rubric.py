@@ -150,3 +150,32 @@ def test_handing_over_to_a_human_ends_the_episode_and_fails_the_termination_gate
     trajectory, result = _play(inst, EditedTeacher(transfer_at_once))
     assert trajectory.termination == "transfer"
     assert result.reward == 0.0 and result.gate and result.gate.startswith("termination")
+
+
+def test_each_failed_episode_has_one_failure_type_most_serious_first():
+    from flywheel_assets.world.metrics import FAILURE_TYPES, failure_distribution, failure_type
+    from flywheel_assets.world.tasks import ItemResult, Score, Trajectory
+
+    def episode(failed: list[tuple[str, str]], calls: list[str] = ()):
+        items = [ItemResult(item_id, kind, False) for item_id, kind in failed]
+        messages = [{"role": "assistant", "content": None, "tool_calls": [
+            {"id": f"c{i}", "type": "function", "function": {"name": name, "arguments": "{}"}}]}
+            for i, name in enumerate(calls)]
+        trajectory = Trajectory("t", "i", "p", messages, "user_stop", 1, {}, {}, {})
+        return Score("s", "i", items or [ItemResult("termination", "termination", True)], 0.0, not items), trajectory
+
+    cases = {
+        "prohibited_action": episode([("subgoal:call:0:cancel", "subgoal"), ("prohibited:unexpected_write", "prohibited")]),
+        "asked_nothing": episode([("interaction:asked:order_id", "interaction"), ("subgoal:final_state", "subgoal")]),
+        "wrong_argument": episode([("subgoal:call:0:cancel_order", "subgoal")], calls=["get_order", "cancel_order"]),
+        "missed_subgoal": episode([("subgoal:call:0:cancel_order", "subgoal")], calls=["get_order"]),
+        "never_ended": episode([("termination", "termination")]),
+    }
+    for kind, (result, trajectory) in cases.items():
+        assert failure_type(result, trajectory) == kind
+    passed = episode([])
+    assert failure_type(*passed) is None
+    pairs = [cases[k] for k in FAILURE_TYPES] + [cases["wrong_argument"], passed]
+    counts = failure_distribution([t for _, t in pairs], [s for s, _ in pairs])
+    assert counts == {"prohibited_action": 1, "asked_nothing": 1, "wrong_argument": 2, "missed_subgoal": 1,
+                      "never_ended": 1}

@@ -10,7 +10,7 @@ from flywheel_assets.partitions import rounds_partitions
 from flywheel_assets.resources import RoundConfigResource, WarehouseResource, WorldResource
 from flywheel_assets.store.rows import instances_from_rows, score_rows, trajectories_from_rows
 from flywheel_assets.world import pipeline
-from flywheel_assets.world.metrics import batch_summary
+from flywheel_assets.world.metrics import batch_summary, failure_distribution
 
 POLICY_FIGURES = ["pass_rate", "reward_mean", "reward_var", "saturated_groups", "groups", "cache_hit_rate"]
 
@@ -21,7 +21,9 @@ def rubric_scores(context: AssetExecutionContext, warehouse: WarehouseResource, 
                   round_config: RoundConfigResource) -> MaterializeResult:
     """Rubric scores: sub-goals, required interactions, the prohibited-action gate and proper
     termination, from observable behaviour only. Figures are the policy's (role 'policy');
-    the teacher's pass rate is reported beside them. With an LLM judge (``--world llm``),
+    the teacher's pass rate is reported beside them, and the policy's failures by type
+    (``failures.<type>``: prohibited action, asked nothing, wrong argument, missed sub-goal,
+    never ended). With an LLM judge (``--world llm``),
     the items predicates cannot decide are judged too; both verdicts are recorded per item."""
     started = time.perf_counter()
     round_key = context.partition_key
@@ -38,7 +40,9 @@ def rubric_scores(context: AssetExecutionContext, warehouse: WarehouseResource, 
     for trajectory, score, row in zip(trajectories, scores, rows):
         by_role[row["role"]][0].append(trajectory)
         by_role[row["role"]][1].append(score)
+    failures = failure_distribution(*by_role["policy"])
     figures = {"scores": len(scores), **summary_figures(batch_summary(*by_role["policy"]), POLICY_FIGURES),
+               **{f"failures.{kind}": n for kind, n in failures.items()},
                "judge_failures": sum(1 for s in scores if s.failed_by == "judge"), **llm.figures()}
     if by_role["teacher"][1]:
         figures.update(summary_figures(batch_summary(*by_role["teacher"]), ["pass_rate"], prefix="teacher_"))

@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from flywheel_assets.world.rubric_checks import call_events
 from flywheel_assets.world.tasks import Score, Trajectory
 
 
@@ -35,3 +36,38 @@ def batch_summary(trajectories: Sequence[Trajectory], scores: Sequence[Score]) -
         "turns": sum(t.turns for t in trajectories),
         "terminations": dict(sorted(terminations.items())),
     }
+
+
+FAILURE_TYPES = ("prohibited_action", "asked_nothing", "wrong_argument", "missed_subgoal", "never_ended")
+"""What a failed episode got wrong, most serious first: a prohibited action (the hard gate), a
+hidden fact never asked for, a required call made with other arguments, a sub-goal or the
+outcome missed, or no proper end."""
+
+
+def failure_type(score: Score, trajectory: Trajectory) -> str | None:
+    """The first of ``FAILURE_TYPES`` that the episode's failed rubric items show (None when it
+    succeeded)."""
+    if score.success:
+        return None
+    failed = score.failed_items()
+    kinds = {i.kind for i in failed}
+    if "prohibited" in kinds:
+        return "prohibited_action"
+    if any(i.item_id.startswith("interaction:asked:") for i in failed):
+        return "asked_nothing"
+    called = {e.name for e in call_events(trajectory.messages)}
+    if any(i.item_id.startswith("subgoal:call:") and i.item_id.rsplit(":", 1)[1] in called for i in failed):
+        return "wrong_argument"
+    if kinds & {"subgoal", "interaction"}:
+        return "missed_subgoal"
+    return "never_ended" if "termination" in kinds else "missed_subgoal"
+
+
+def failure_distribution(trajectories: Sequence[Trajectory], scores: Sequence[Score]) -> dict[str, int]:
+    """How many of the failed episodes fall under each failure type (every type, 0 included)."""
+    counts = dict.fromkeys(FAILURE_TYPES, 0)
+    for trajectory, result in zip(trajectories, scores, strict=True):
+        kind = failure_type(result, trajectory)
+        if kind is not None:
+            counts[kind] += 1
+    return counts

@@ -70,6 +70,11 @@ class RoundConfig(SettingsGroup):
                                        choices=lambda: HARD_SAMPLE_PARENTS,
                                        help="failures (the flywheel) or uniform (the efficacy control: as many "
                                             "parents drawn uniformly, failed or not)")
+    first_round_policy_rollouts: bool = setting(
+        True, env="FLYWHEEL_FIRST_ROUND_POLICY_ROLLOUTS",
+        help="the embedded policy: round r000 also rolls out the untrained base (false: r000 is the teacher's "
+             "rollouts and the SFT cold start only, and the first policy rollouts are r001's, by the SFT checkpoint, "
+             "so every round's hard samples are a trained model's failures)")
     eval_per_domain: int = setting(5, env="FLYWHEEL_EVAL_PER_DOMAIN", ge=1,
                                    help="held-out tasks per domain (each also yields branched and adversarial "
                                         "instances)")
@@ -197,16 +202,17 @@ def select_carried(hard_samples: Sequence[TaskInstance], limit: int, rng: random
     return [h for h in hard_samples if h.instance_id in keep]  # in the hard-samples table's order
 
 
-def rollouts(config: RoundConfig, instances: Sequence[TaskInstance], policy: BatchPolicy,
+def rollouts(config: RoundConfig, instances: Sequence[TaskInstance], policy: BatchPolicy | None,
              teacher: BatchPolicy | None = None, progress: Any = None, *, user_factory: UserFactory | None = None,
              backend_for: BackendFactory | None = None) -> list[Trajectory]:
-    """The policy's rollouts (several per instance) and, when given, one teacher rollout per
-    instance, sharing each task's consistency cache. ``user_factory`` / ``backend_for``
-    replace the procedural mock user / tools (the LLM world roles)."""
+    """The policy's rollouts (several per instance; none when ``policy`` is None, a cold
+    start) and, when given, one teacher rollout per instance, sharing each task's consistency
+    cache. ``user_factory`` / ``backend_for`` replace the procedural mock user / tools (the
+    LLM world roles)."""
     caches = make_caches(instances, backend_for)
-    trajectories = run_rollouts(instances, policy, samples=config.rollouts_per_instance,
-                                max_turns=config.max_turns, caches=caches, progress=progress,
-                                user_factory=user_factory)
+    trajectories = [] if policy is None else run_rollouts(
+        instances, policy, samples=config.rollouts_per_instance, max_turns=config.max_turns, caches=caches,
+        progress=progress, user_factory=user_factory)
     if teacher is not None:
         trajectories += run_rollouts(instances, teacher, max_turns=config.max_turns, caches=caches,
                                      user_factory=user_factory)

@@ -93,4 +93,6 @@ def evaluate(policy: BatchPolicy, instances: Sequence[TaskInstance], *, trials: 
         groups.setdefault(f"domain:{inst.domain}", []).append(inst)
         groups.setdefault(f"phase:{PHASE_GROUPS.get(inst.phase, inst.phase)}", []).append(inst)
     rows = [_row(name, members, by_instance, trials) for name, members in groups.items()]
+    # per task, so two checkpoints on the same set can be compared task by task (paired)
+    rows[0]["successes"] = {i.instance_id: sum(s.success for s in by_instance[i.instance_id]) for i in instances}
     return EvalResult(trials, rows, scores, trajectories)
