@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import field_validator
@@ -88,11 +89,13 @@ class RoundConfig(SettingsGroup):
     @field_validator("domain_files")
     @classmethod
     def _load_domain_files(cls, value: str) -> str:
+        # absolute, so Dagster's step processes (and the run's record) name the same files
+        paths = [str(Path(p).resolve()) for p in split_list(value)]
         try:
-            use_domain_files(split_list(value))
+            use_domain_files(paths)
         except DomainFileError as exc:
             raise ValueError(f"a domain file is invalid:\n{exc}") from None
-        return value
+        return ",".join(paths)
 
     def _loaded_choices(self, name: str) -> list[str]:
         return sorted(registered()) if name == "domains" else []
