@@ -40,10 +40,12 @@ def rubric_scores(context: AssetExecutionContext, warehouse: WarehouseResource, 
     for trajectory, score, row in zip(trajectories, scores, rows):
         by_role[row["role"]][0].append(trajectory)
         by_role[row["role"]][1].append(score)
-    failures = failure_distribution(*by_role["policy"])
-    figures = {"scores": len(scores), **summary_figures(batch_summary(*by_role["policy"]), POLICY_FIGURES),
-               **{f"failures.{kind}": n for kind, n in failures.items()},
-               "judge_failures": sum(1 for s in scores if s.failed_by == "judge"), **llm.figures()}
+    figures = {"scores": len(scores), "judge_failures": sum(1 for s in scores if s.failed_by == "judge"),
+               **llm.figures()}
+    if by_role["policy"][1]:  # a cold start has no policy episodes: no pass rate of 0 to report
+        failures = failure_distribution(*by_role["policy"])
+        figures.update({**summary_figures(batch_summary(*by_role["policy"]), POLICY_FIGURES),
+                        **{f"failures.{kind}": n for kind, n in failures.items()}})
     if by_role["teacher"][1]:
         figures.update(summary_figures(batch_summary(*by_role["teacher"]), ["pass_rate"], prefix="teacher_"))
     return write_stage(context, warehouse, "rubric_scores", round_key, rows, figures, started,
