@@ -233,10 +233,12 @@ def summarize(figures: Mapping[str, float]) -> str:
     written = [f"{key.split('.', 2)[2]}: writer drafts valid {figures[key]:.2f}, teacher solved "
                f"{figures.get(key.replace('writer_valid_share', 'teacher_solve_rate'), 0.0):.2f}"
                for key in sorted(figures) if key.startswith("seed_tasks.writer_valid_share.")]
-    parts = [f"{label} {fmt.format(figures[key])}" for key, label, fmt in shown if key in figures]
-    if "evaluations.pass_1_low" in figures:  # the interval right after the figure it belongs to
-        at = next(i for i, p in enumerate(parts) if p.startswith("held-out pass^1"))
-        parts[at] += f" [95% CI {figures['evaluations.pass_1_low']:.3f}–{figures['evaluations.pass_1_high']:.3f}]"
+    parts = []
+    for key, label, fmt in shown:
+        if key in figures:
+            interval = (f" [95% CI {figures[key + '_low']:.3f}–{figures[key + '_high']:.3f}]"
+                        if key + "_low" in figures else "")
+            parts.append(f"{label} {fmt.format(figures[key])}{interval}")
     failures = [f"{kind.replace('_', ' ')} {figures[f'rubric_scores.failures.{kind}']:.0f}" for kind in FAILURE_TYPES
                 if f"rubric_scores.failures.{kind}" in figures]
     if failures:

@@ -146,7 +146,7 @@ class DomainFile(_Strict):
         return Domain(name=self.name, description=self.description or self.name.replace("_", " "),
                       policy=self.policy, tools=tuple(tools), slots=(), templates=(),
                       generate_world=lambda rng: self.world(), verification_tools=tuple(self.verification_tools),
-                      open_slots=True)
+                      from_file=True)
 
     @property
     def simulated_tools(self) -> list[str]:
@@ -464,6 +464,15 @@ def use_domain_files(paths: Iterable[str | Path]) -> list[DomainFile]:
             _LOADED[domain_file.name] = (digest, domain_file)
         files.append(domain_file)
     return files
+
+
+def loaded_domain_name(path: str | Path) -> str:
+    """The domain name of a file ``use_domain_files`` loaded in this process (no file I/O)."""
+    path = Path(path)
+    for _, domain_file in _LOADED.values():
+        if domain_file._source == path:
+            return domain_file.name
+    return use_domain_files([path])[0].name
 
 
 def loaded_domain_file(name: str) -> DomainFile | None:

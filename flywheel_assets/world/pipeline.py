@@ -18,7 +18,7 @@ from pydantic import field_validator
 from flywheel_assets.world.augment import AugmentReport, augment_failures
 from flywheel_assets.world.backtranslate import adversarial_instances, backtranslate_tree
 from flywheel_assets.world.behavior_tree import BehaviorTree, expand_tree, linear_tree
-from flywheel_assets.world.domain_files import DomainFileError, use_domain_files
+from flywheel_assets.world.domain_files import DomainFileError, loaded_domain_name, use_domain_files
 from flywheel_assets.world.domains import DOMAINS, registered
 from flywheel_assets.world.rollout import BackendFactory, BatchPolicy, UserFactory, make_caches, run_rollouts
 from flywheel_assets.world.llm.judge import LLMJudge, judge_scores
@@ -108,7 +108,7 @@ class RoundConfig(SettingsGroup):
     def domain_names(self) -> tuple[str, ...]:
         """The round's domains: those named in ``domains``, then every domain file's."""
         named = split_list(self.domains)
-        files = [f.name for f in use_domain_files(self.domain_file_paths)]
+        files = [loaded_domain_name(p) for p in self.domain_file_paths]  # loaded when the setting was checked
         return tuple(named + [n for n in files if n not in named])
 
     @property

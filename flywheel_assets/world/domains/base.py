@@ -272,9 +272,10 @@ class Domain:
     conditions: tuple[Condition, ...] = ()
     id_patterns: tuple[IdPattern, ...] = ()
     transfer_tool: str = "transfer_to_human_agents"
-    open_slots: bool = False
-    """A domain file's domain: its tasks are written by an LLM, so any fact a task names is a
-    slot, worded after its name (``open_slot``)."""
+    from_file: bool = False
+    """A domain file's domain (``domain_files.DomainFile.to_domain``): its tasks are written by
+    an LLM, so any fact a task names is a slot, worded after its name (``open_slot``), and its
+    tools already send what has no Python implementation to the stage's LLM tool."""
 
     def tool(self, name: str) -> Tool:
         for t in self.tools:
@@ -289,7 +290,7 @@ class Domain:
         for s in self.slots:
             if s.name == name:
                 return s
-        if self.open_slots:
+        if self.from_file:
             return open_slot(name)
         raise KeyError(f"domain {self.name!r} has no slot {name!r}")
 

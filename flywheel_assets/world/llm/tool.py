@@ -192,7 +192,7 @@ class LLMToolBackendFactory:
         self.concurrency = client.config.concurrency
 
     def __call__(self, domain: Domain) -> Any:
-        if domain.open_slots:
+        if domain.from_file:
             # A domain file's: its Python tools run exactly and the rest reach this model
             # through the simulator the stage binds (``domain_files.simulated_by``).
             return ProceduralToolBackend(domain)
