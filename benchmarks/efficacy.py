@@ -10,21 +10,29 @@ and the same training budget. By default round r000 is the cold start (the teach
 rollouts and SFT only, ``first_round_policy_rollouts=false``), so from r001 on every round's
 hard samples are a trained model's failures; ``--rounds`` counts the rounds after it.
 
-    python benchmarks/efficacy.py [--rounds 4] [--seeds 2] [--tasks-per-domain N] [--out .flywheel/efficacy]
+    python benchmarks/efficacy.py [--rounds 4] [--seeds 2] [--workers 2] [--eval-trials 2]
+                                  [--tasks-per-domain N] [--out .flywheel/efficacy]
 
-Each (arm, seed) is a full `flywheel run` in its own home; both arms of a seed share the
-base (built once). Prints, per round, each arm's held-out pass^1 (mean over seeds) with a
-95 % bootstrap interval over tasks, and the difference flywheel - control with a paired
-interval (the same held-out tasks, resampled together); writes everything to
-<out>/efficacy.json.
+Each (arm, seed) is a full `flywheel run` in its own home, all from one base (built once).
+With the cold start, r000 is the same in both arms (it has no hard samples), so it runs once
+per seed and both arms continue from a copy of it. Runs go ``--workers`` at a time, each in
+its own process with an equal share of the cores. The held-out set is the default one; the
+benchmark samples ``--eval-trials`` trials per task (pass^1 only) and skips the untrained
+base's evaluation (it solves nothing in either arm). Prints, per round, each arm's held-out
+pass^1 (mean over seeds) with a 95 % bootstrap interval over tasks, and the difference
+flywheel - control with a paired interval (the same held-out tasks, resampled together);
+writes everything to <out>/efficacy.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,24 +46,44 @@ ARMS = {"flywheel": "failures", "control": "uniform"}
 RESAMPLES = 2000
 
 
-def run_arm(home: Path, rounds: int, parents: str, knobs: dict[str, Any], base: Path, seed: int
-            ) -> tuple[dict[str, dict[str, Any]], float]:
-    """{round: {"pass_1", "trials", "successes": {instance: successes}}} of one arm and seed."""
+def run_arm(home: Path, first: int, rounds: int, overrides: dict[str, dict[str, Any]], start_from: Path,
+            label: str) -> tuple[dict[str, dict[str, Any]], float]:
+    """{round: {"pass_1", "trials", "successes": {instance: successes}}} of one run: rounds
+    ``first`` .. ``rounds - 1`` in ``home``, which starts as a copy of ``start_from`` (the
+    cold-start home, or just the base's folder)."""
     shutil.rmtree(home, ignore_errors=True)
-    # both arms start from the same base: built once, copied where each home looks for it
-    shutil.copytree(base, home / ".flywheel" / "checkpoints" / base.name)
+    if first:
+        shutil.copytree(start_from, home)
+    else:  # the base, built once, copied where each home looks for it
+        shutil.copytree(start_from, home / ".flywheel" / "checkpoints" / start_from.name)
+    _share_cores()
     started = time.perf_counter()
-    outcomes = run_rounds(home, rounds, report=lambda line: print(f"  [{parents} seed {seed}] {line}", flush=True),
-                          overrides={"round_config": {"hard_sample_parents": parents, "seed": seed, **knobs}})
-    if len(outcomes) != rounds or not all(o.success for o in outcomes):
+    outcomes = run_rounds(home, rounds, first=first, overrides=overrides,
+                          report=lambda line: print(f"  [{label}] {line}", flush=True))
+    if len(outcomes) != rounds - first or not all(o.success for o in outcomes):
         failed = next((o for o in outcomes if not o.success), None)
-        raise SystemExit(f"the {parents} arm (seed {seed}) failed: {failed.error if failed else 'no round ran'}")
+        raise RuntimeError(f"{label} failed: {failed.error if failed else 'no round ran'}")
     rows = Warehouse(home / ".flywheel" / "warehouse.duckdb").records(
         "SELECT round, trials, pass_1, row FROM evaluations WHERE group_name = 'all' AND subject = 'checkpoint' "
         "ORDER BY round")
     curve = {r["round"]: {"pass_1": r["pass_1"], "trials": r["trials"], "successes": r["row"]["successes"]}
              for r in rows}
     return curve, time.perf_counter() - started
+
+
+def _share_cores() -> None:
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("EFFICACY_THREADS", "1")))
+
+
+def run_all(jobs: list[tuple], workers: int) -> list[tuple[dict[str, dict[str, Any]], float]]:
+    """``run_arm`` over ``jobs``, ``workers`` processes at a time (in order when 1)."""
+    if workers <= 1:
+        return [run_arm(*job) for job in jobs]
+    os.environ["EFFICACY_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(run_arm, *zip(*jobs)))
 
 
 def per_task_rates(curves: list[dict[str, dict[str, Any]]], round_key: str, tasks: list[str]) -> np.ndarray:
@@ -75,27 +103,47 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4, help="rounds after the cold start r000")
     parser.add_argument("--seeds", type=int, default=2, help="round seeds per arm (0, 1, ...)")
+    parser.add_argument("--workers", type=int, default=2, help="runs at a time, each in its own process")
+    parser.add_argument("--eval-trials", type=int, default=2, help="held-out trials per task")
     parser.add_argument("--out", default=".flywheel/efficacy")
     parser.add_argument("--tasks-per-domain", type=int)
     parser.add_argument("--max-turns", type=int)
     parser.add_argument("--no-cold-start", action="store_true",
-                        help="let the untrained base play r000 too (the old first round)")
+                        help="let the untrained base play r000 too (the old first round; r000 then runs per arm)")
     args = parser.parse_args()
     out = Path(args.out).resolve()
     knobs: dict[str, Any] = {k: v for k, v in (("tasks_per_domain", args.tasks_per_domain),
                                                  ("max_turns", args.max_turns)) if v}
     knobs["first_round_policy_rollouts"] = args.no_cold_start
+    training = {"eval_trials": args.eval_trials, "evaluate_base": False}
     started = time.perf_counter()
     print("building the embedded base once for every run", flush=True)
     base = TrainingResource(checkpoint_dir=str(out / "shared")).base(log=lambda line: print(f"  {line}", flush=True))
+
+    def overrides(seed: int, parents: str) -> dict[str, dict[str, Any]]:
+        return {"round_config": {"hard_sample_parents": parents, "seed": seed, **knobs}, "training": training}
+
+    seeds = range(args.seeds)
+    shared: dict[int, tuple[dict[str, dict[str, Any]], float]] = {}
+    first = 0
+    if not args.no_cold_start:
+        print(f"the cold start r000, once per seed ({args.seeds})", flush=True)
+        done = run_all([(out / f"coldstart-seed{seed}", 0, 1, overrides(seed, "failures"), base,
+                         f"cold start seed {seed}") for seed in seeds], args.workers)
+        shared = dict(zip(seeds, done))
+        first = 1
+    jobs = [(out / f"{arm}-seed{seed}", first, args.rounds + 1, overrides(seed, parents),
+             out / f"coldstart-seed{seed}" if first else base, f"{arm} seed {seed}")
+            for seed in seeds for arm, parents in ARMS.items()]
+    print(f"{len(jobs)} runs of rounds r{first:03d}..r{args.rounds:03d}, {args.workers} at a time", flush=True)
+    results = iter(run_all(jobs, args.workers))
     curves: dict[str, list[dict[str, dict[str, Any]]]] = {arm: [] for arm in ARMS}
     seconds: dict[str, list[float]] = {arm: [] for arm in ARMS}
-    for seed in range(args.seeds):
-        for arm, parents in ARMS.items():
-            print(f"{arm} arm (hard_sample_parents={parents}), seed {seed}", flush=True)
-            curve, took = run_arm(out / f"{arm}-seed{seed}", args.rounds + 1, parents, knobs, base, seed)
+    for seed in seeds:
+        for arm in ARMS:
+            curve, took = next(results)
             curves[arm].append(curve)
-            seconds[arm].append(took)
+            seconds[arm].append(took + (shared[seed][1] if seed in shared else 0.0))
     rounds = sorted(curves["flywheel"][0])
     tasks = sorted(curves["flywheel"][0][rounds[0]]["successes"])
     rng = np.random.default_rng(0)
@@ -112,10 +160,11 @@ def main() -> None:
                  for k in ("flywheel", "control", "difference")]
         print(f"{round_key:>6} | {cells[0]:^22} | {cells[1]:^22} | {cells[2]:^24}")
     total = time.perf_counter() - started
-    print(f"wall time: {total:.0f}s in all (flywheel runs {sum(seconds['flywheel']):.0f}s, "
-          f"control runs {sum(seconds['control']):.0f}s)")
+    print(f"wall time: {total:.0f}s in all with {args.workers} worker(s) (run time, cold start included: flywheel "
+          f"{sum(seconds['flywheel']):.0f}s, control {sum(seconds['control']):.0f}s)")
     (out / "efficacy.json").write_text(json.dumps(
-        {"table": table, "curves": curves, "seconds": seconds, "knobs": knobs, "seeds": args.seeds,
+        {"table": table, "curves": curves, "seconds": seconds, "knobs": knobs, "training": training,
+         "seeds": args.seeds, "workers": args.workers,
          "total_seconds": total}, indent=2, default=str))
     print(f"written: {out / 'efficacy.json'}")
 

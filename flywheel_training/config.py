@@ -56,6 +56,10 @@ class TrainingConfig(SettingsGroup):
                                          help="sampling temperature of the round's rollouts (GRPO groups need "
                                               "rollouts that differ)")
     eval_trials: int = setting(4, env="FLYWHEEL_EVAL_TRIALS", ge=1, help="k: trials per held-out task for pass^k")
+    evaluate_base: bool = setting(True, env="FLYWHEEL_EVALUATE_BASE",
+                                  help="round r000 also evaluates the untrained base it started from (the table's "
+                                       "'before any task training' row; it solves nothing and plays every episode "
+                                       "to the turn limit, so it is the slowest evaluation)")
     eval_temperature: float = setting(0.5, env="FLYWHEEL_EVAL_TEMPERATURE", ge=0,
                                       help="sampling temperature of the held-out trials (the mock user is "
                                            "deterministic: greedy trials would all be one episode)")

@@ -55,7 +55,7 @@ def plan_round(round_key: str, *, previous_round: str | None, config: TrainingCo
         stages.append(StagePlan("grpo", "the round's own groups of policy rollouts, replayed (on-policy)",
                                 config.grpo_steps, None, config.grpo_seconds))
     if config.rft_steps > 0:
-        stages.append(StagePlan("rft", f"the policy's own successes and the teacher's solutions of the round's "
-                                       f"hard samples (plus {config.id_augment} renamed-id copies of each)",
+        stages.append(StagePlan("rft", f"the policy's own successes, the teacher's solutions of the instances "
+                                       f"the policy failed and of the round's hard samples (plus {config.id_augment} renamed-id copies of each)",
                                 config.rft_steps, config.rft_learning_rate, config.rft_seconds))
     return TrainingPlan(round_key, False, f"round {previous_round}'s checkpoint", tuple(stages))

@@ -1,9 +1,10 @@
 """Rejection-sampled fine-tuning (rounds >= 1): SFT on what worked.
 
 The data is the round's successful policy trajectories (rejection sampling: of the
-policy's own rollouts, keep those the rubric passes) plus the teacher's solutions of the
-hard samples (the verified, harder variants of what the policy failed). Training starts
-from the previous round's checkpoint and reuses the SFT trainer.
+policy's own rollouts, keep those the rubric passes), the teacher's solutions of this
+round's instances the policy failed, and the teacher's solutions of the hard samples (the
+verified, harder variants of what the policy failed). Training starts from the previous
+round's checkpoint and reuses the SFT trainer.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def rft_data(
     scores: Sequence[Score],
     *,
     policy_name: str,
+    teacher_name: str | None = None,
     hard_samples: Sequence[TaskInstance] = (),
     teacher: BatchPolicy | None = None,
     teacher_trajectories: Sequence[Trajectory] = (),
@@ -47,9 +49,15 @@ def rft_data(
 
     Teacher solutions of the hard samples are taken from ``teacher_trajectories`` when
     given, else played here with ``teacher`` (the scripted teacher by default); only those
-    the rubric passes are kept.
+    the rubric passes are kept. With ``teacher_name``, the teacher's successful rollouts of the
+    instances the policy failed at least once are added (the worked answer to a real failure).
     """
     wins = successful(trajectories, scores, policy=policy_name)
+    fixes: list[Trajectory] = []
+    if teacher_name is not None:
+        policy_of = {t.trajectory_id: t.policy for t in trajectories}
+        failed = {s.instance_id for s in scores if policy_of.get(s.trajectory_id) == policy_name and not s.success}
+        fixes = [t for t in successful(trajectories, scores, policy=teacher_name) if t.instance_id in failed]
     hard_solutions: list[Trajectory] = []
     if hard_samples:
         by_id = {i.instance_id: i for i in hard_samples}
@@ -62,8 +70,8 @@ def rft_data(
             played = run_rollouts(list(hard_samples), teacher, max_turns=max_turns)
         hard_solutions = [t for t in played if score(by_id[t.instance_id], t).success]
     every = list(instances) + list(hard_samples)
-    rows = trajectory_rows(wins, every) + trajectory_rows(hard_solutions, every)
-    counts = {"policy_successes": len(wins), "hard_sample_solutions": len(hard_solutions),
+    rows = trajectory_rows(wins, every) + trajectory_rows(fixes, every) + trajectory_rows(hard_solutions, every)
+    counts = {"policy_successes": len(wins), "teacher_fixes": len(fixes), "hard_sample_solutions": len(hard_solutions),
               "hard_samples": len(hard_samples), "rows": len(rows)}
     return RFTData(rows, counts)
 

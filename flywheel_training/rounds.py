@@ -4,8 +4,8 @@ Round 0 is the cold start: SFT of the freshly built base on the teacher's trajec
 the instances it solved (the KEPT ones). Later rounds start from the previous checkpoint:
 GRPO on the rubric reward over the round's own groups of policy rollouts (replayed: the
 rollouts stage already played them with that checkpoint, so no generation here), then
-rejection-sampled fine-tuning on the round's successful policy trajectories plus teacher
-solutions of its hard samples.
+rejection-sampled fine-tuning on the round's successful policy trajectories, the teacher's
+solutions of the instances the policy failed, and teacher solutions of its hard samples.
 """
 
 from __future__ import annotations
@@ -133,7 +133,8 @@ def train_round(
                 executed.append({**record, "skipped": "no GRPO step ran"})
                 continue
         elif stage.stage == "rft":
-            rft_rows = rft_data(instances, trajectories, scores, policy_name=policy_name, hard_samples=hard_samples)
+            rft_rows = rft_data(instances, trajectories, scores, policy_name=policy_name, teacher_name=teacher_name,
+                                hard_samples=hard_samples)
             counts.update(rft_rows.counts)
             if not rft_rows.rows:
                 executed.append({**record, "steps": 0, "skipped": "no policy success and no hard-sample solution"})

@@ -141,3 +141,68 @@ def test_carrying_is_capped_one_variant_per_failure_before_a_second_of_any(faile
     batch = pipeline.seed_tasks(config, "r001")
     instances = pipeline.task_instances(config, "r001", batch, pipeline.behavior_trees(batch.tasks), kept)
     assert sum(1 for i in instances if i.meta.get("carried_from")) == 3
+
+
+def test_each_failure_type_gets_the_operators_that_target_it_first():
+    from flywheel_assets.world.augment import OPERATORS_FOR_FAILURE, choose_operators
+    from flywheel_assets.world.metrics import FAILURE_TYPES
+
+    assert set(OPERATORS_FOR_FAILURE) == set(FAILURE_TYPES)
+    for failure, preferred in OPERATORS_FOR_FAILURE.items():
+        chosen = choose_operators(failure, random.Random(0), len(OPERATORS))
+        assert chosen[:len(preferred)] == list(preferred) and sorted(chosen) == sorted(OPERATORS)
+    assert choose_operators("prohibited_action", random.Random(0), 1) == ["adversarial_escalation"]
+    assert choose_operators("asked_nothing", random.Random(0), 1) == ["persona_injection"]
+    with pytest.raises(ValueError, match="unknown failure type"):
+        choose_operators("boredom", random.Random(0), 2)
+
+
+def test_variants_record_their_failure_type_and_follow_it(failed):
+    types = {inst.instance_id: ("asked_nothing" if n % 2 else "prohibited_action")
+             for n, (inst, _) in enumerate(failed)}
+    report = augment_failures(failed, round_key="r000", seed=1, solvers=default_solvers(), per_failure=1,
+                              max_turns=30, failure_types=types)
+    first = {r["parent_id"]: r["operator"] for r in report.records}
+    assert first == {i: ("persona_injection" if t == "asked_nothing" else "adversarial_escalation")
+                     for i, t in types.items()}
+    assert report.variants and all(v.meta["failure_type"] == types[v.parent_ids[0]] for v in report.variants)
+
+
+def test_the_carried_cap_is_shared_out_by_the_failure_distribution(failed):
+    from flywheel_assets.world import pipeline
+
+    # three in four failed instances missed a sub-goal, one in four asked nothing
+    types = {inst.instance_id: ("asked_nothing" if n % 4 == 0 else "missed_subgoal")
+             for n, (inst, _) in enumerate(failed)}
+    report = augment_failures(failed, round_key="r000", seed=0, solvers=default_solvers(), per_failure=2,
+                              max_turns=30, failure_types=types)
+    kept = list(report.variants)
+    pool = {t: sum(v.meta["failure_type"] == t for v in kept) for t in ("asked_nothing", "missed_subgoal")}
+    assert pool["asked_nothing"] >= 4 and pool["missed_subgoal"] >= 12
+    chosen = pipeline.select_carried(kept, 8, random.Random(0))
+    by_type = {t: [v for v in chosen if v.meta["failure_type"] == t] for t in pool}
+    assert {t: len(v) for t, v in by_type.items()} == {"asked_nothing": 2, "missed_subgoal": 6}
+    assert len({v.parent_ids[0] for v in by_type["missed_subgoal"]}) == 6  # spread over parents within a type
+    # a type with fewer variants than its share gives the rest to the others; remainders by size
+    assert pipeline._shares(6, {"a": 3, "b": 2}, {"a": 3, "b": 4}) == {"a": 3, "b": 3}
+    assert pipeline._shares(5, {"a": 3, "b": 2}, {"a": 9, "b": 9}) == {"a": 3, "b": 2}
+    assert pipeline._shares(3, {"a": 1, "b": 1, "c": 1}, {"a": 0, "b": 9, "c": 9}) == {"a": 0, "b": 2, "c": 1}
+    assert pipeline._shares(50, {"a": 1}, {"a": 4}) == {"a": 4}
+
+
+def test_the_held_out_set_has_every_phase_and_at_least_200_instances():
+    from collections import Counter
+
+    from flywheel_assets.assets.eval_tasks import heldout_config
+    from flywheel_assets.world import pipeline
+
+    config = heldout_config(pipeline.RoundConfig())
+    batch = pipeline.seed_tasks(config, "eval")
+    instances = pipeline.task_instances(config, "eval", batch, pipeline.behavior_trees(batch.tasks))
+    augmented = pipeline.augmented_heldout(config, "eval", instances)
+    phases = Counter(i.phase for i in instances + augmented.variants)
+    assert set(phases) == {"seed", "branched", "adversarial", "augmented"}
+    assert sum(phases.values()) >= 200 and phases["augmented"] >= 0.8 * phases["seed"]
+    assert {v.meta["operator"] for v in augmented.variants} == set(pipeline.HELDOUT_OPERATORS)
+    again = pipeline.augmented_heldout(config, "eval", instances)
+    assert [v.to_json() for v in again.variants] == [v.to_json() for v in augmented.variants]

@@ -224,3 +224,19 @@ def test_randomized_ids_keep_every_conversation_consistent(world):
             assert changed
     rows = trajectory_rows(teacher[:3], instances)
     assert len(augment_ids(rows, 2)) == 9
+
+
+def test_rft_data_adds_the_teachers_solutions_of_what_the_policy_failed(world):
+    from flywheel_training.rft import rft_data
+
+    instances, teacher = world
+    flaky = run_rollouts(instances, FlakyTeacher(0.5))
+    trajectories = flaky + teacher
+    by_id = {i.instance_id: i for i in instances}
+    scores = [score(by_id[t.instance_id], t) for t in trajectories]
+    failed = {s.instance_id for s, t in zip(scores, trajectories) if t.policy == flaky[0].policy and not s.success}
+    assert 0 < len(failed) < len(instances)
+    plain = rft_data(instances, trajectories, scores, policy_name=flaky[0].policy)
+    mixed = rft_data(instances, trajectories, scores, policy_name=flaky[0].policy, teacher_name=teacher[0].policy)
+    assert plain.counts["teacher_fixes"] == 0 and mixed.counts["teacher_fixes"] == len(failed)
+    assert len(mixed.rows) == len(plain.rows) + len(failed)

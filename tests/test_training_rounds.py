@@ -31,8 +31,10 @@ def trained(tmp_path_factory):
     store = Warehouse(root / "warehouse.duckdb")
     config = run_config(overrides={"warehouse": {"path": str(store.path)}, "policy": {"name": "embedded"},
                          "training": {**TINY_TRAINING, "checkpoint_dir": str(root / "checkpoints")},
+                         # r000 played by the untrained base too (the cold start has its own tests)
                          "round_config": {"tasks_per_domain": 1, "rollouts_per_instance": 2, "max_turns": 8,
-                                          "eval_per_domain": 1, "backtranslated_per_tree": 1},
+                                          "eval_per_domain": 1, "backtranslated_per_tree": 1,
+                                          "first_round_policy_rollouts": True},
                          "external_eval": {"enabled": True, "benchmarks": "bfcl", "bfcl_categories": "base",
                                            "external_limit": 1}}, log_level="WARNING")
     instance = DagsterInstance.ephemeral()
@@ -81,6 +83,29 @@ def test_each_round_is_evaluated_on_the_held_out_set_after_the_base(trained):
     assert {"pass_1", "pass_k", "reward_mean", "base.pass_1"} <= {m["metric"] for m in metrics if m["round"] == "r000"}
     assert "base.pass_1" not in {m["metric"] for m in metrics if m["round"] == "r001"}
     assert plot_heldout(rows, root / "heldout.png").stat().st_size > 1000
+
+
+def test_without_evaluate_base_round_0_evaluates_only_its_checkpoint(trained, tmp_path):
+    import shutil
+
+    from dagster import materialize
+
+    from flywheel_assets.assets.stage8_evaluation import evaluation
+    from flywheel_assets.partitions import rounds_partitions
+    from flywheel_assets.resources import RoundConfigResource, WarehouseResource
+
+    root, store = trained
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copy(store.path, copy)
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(rounds_partitions.name, ["r000"])
+    result = materialize([evaluation], partition_key="r000", instance=instance, raise_on_error=False, resources={
+        "warehouse": WarehouseResource(path=str(copy)), "round_config": RoundConfigResource(max_turns=8),
+        "training": TrainingResource(**TINY_TRAINING, checkpoint_dir=str(root / "checkpoints"), evaluate_base=False)})
+    assert result.success
+    [first] = store.read_round("policy_checkpoints", "r000")
+    rows = Warehouse(copy).read_round("evaluations", "r000")
+    assert rows and {(r["subject"], r["checkpoint_id"]) for r in rows} == {("checkpoint", first["checkpoint_id"])}
 
 
 def test_round_rollouts_and_held_out_trials_sample_at_their_temperatures(trained, tmp_path):

@@ -1,6 +1,6 @@
 """The fixed held-out evaluation set: Mock World instances from a seed no round uses, in
-every phase (linear seed tasks, back-translated branches, adversarial users), so the
-evaluation can report each."""
+every phase (linear seed tasks, back-translated branches, adversarial users, verified
+augmented variants like those a round carries in), so the evaluation can report each."""
 
 import time
 from collections import Counter
@@ -37,9 +37,13 @@ def eval_tasks(context: AssetExecutionContext, warehouse: WarehouseResource,
     config = heldout_config(round_config.round_config())
     batch = pipeline.seed_tasks(config, EVAL_ROUND)
     instances = pipeline.task_instances(config, EVAL_ROUND, batch, pipeline.behavior_trees(batch.tasks))
+    augmented = pipeline.augmented_heldout(config, EVAL_ROUND, instances)
+    instances += augmented.variants
     by_domain = Counter(i.domain for i in instances)
     by_phase = Counter(i.phase for i in instances)
     figures = {"instances": len(instances), **{f"instances_{d}": n for d, n in sorted(by_domain.items())},
-               **{f"phase_{p}": n for p, n in sorted(by_phase.items())}}
+               **{f"phase_{p}": n for p, n in sorted(by_phase.items())},
+               "augmented_not_kept": augmented.counts()["generated"] - augmented.counts()["kept"]
+               + augmented.counts()["not_applicable"]}
     return write_stage(context, warehouse, "eval_tasks", EVAL_ROUND, eval_task_rows(batch, instances), figures,
                        started)

@@ -31,7 +31,7 @@ def evaluation(context: AssetExecutionContext, warehouse: WarehouseResource, tra
     heldout = instances_from_rows(store.read_round("eval_tasks", EVAL_ROUND))
     k = training.eval_trials
     subjects = [("checkpoint", checkpoint["checkpoint_id"], checkpoint["path"])]
-    if checkpoint["base_checkpoint"] is None:  # trained from the built base: show where it started
+    if checkpoint["base_checkpoint"] is None and training.evaluate_base:  # trained from the built base: show where it started
         subjects.append(("base", checkpoint["base_sha256"], checkpoint["base_path"]))
     rows: list[dict[str, Any]] = []
     figures: dict[str, float | int] = {"k": k}

@@ -131,8 +131,11 @@ def hard_sample_rows(report: AugmentReport) -> list[Row]:
 
 
 def eval_task_rows(batch: SeedBatch, instances: Sequence[TaskInstance] | None = None) -> list[Row]:
-    """Rows of the held-out set: ``instances`` (default: the batch's seed instances) with their task."""
+    """Rows of the held-out set: ``instances`` (default: the batch's seed instances) with their
+    task; an augmented variant on a task of its own (new values, two tasks combined) has none,
+    its instance holds everything scoring needs."""
     tasks = {t.task_id: t for t in batch.tasks}
     return [{"instance_id": i.instance_id, "task_id": i.task_id, "domain": i.domain, "task_type": i.task_type,
              "persona": i.persona, "instruction": i.instruction, "instance": json_text(i),
-             "task": json_text(tasks[i.task_id])} for i in (batch.instances if instances is None else instances)]
+             "task": json_text(tasks[i.task_id]) if i.task_id in tasks else None}
+            for i in (batch.instances if instances is None else instances)]

@@ -79,7 +79,8 @@ HARD_SAMPLES = _table(
     ("instance", "JSON"),
 )
 EVAL_TASKS = _table(
-    "eval_tasks", "instance_id", "the fixed held-out evaluation instances (round = 'eval', never trained on)",
+    "eval_tasks", "instance_id", "the fixed held-out evaluation instances (round = 'eval', never trained on); task is NULL for an "
+    "augmented variant on a task of its own",
     ("instance_id", "VARCHAR"), ("task_id", "VARCHAR"), ("domain", "VARCHAR"), ("task_type", "VARCHAR"),
     ("persona", "VARCHAR"), ("instruction", "VARCHAR"), ("instance", "JSON"), ("task", "JSON"),
 )

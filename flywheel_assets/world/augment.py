@@ -11,13 +11,14 @@ it and they all reach the same final world.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from flywheel_assets.world.backtranslate import ESCALATIONS, backtranslate_tree, make_adversarial
 from flywheel_assets.world.behavior_tree import expand_tree, linear_tree
 from flywheel_assets.world.domains import get_domain
+from flywheel_assets.world.metrics import failure_type
 from flywheel_assets.world.rollout import BackendFactory, BatchPolicy, UserFactory, make_caches, run_rollouts
 from flywheel_assets.world.rubric import score
 from flywheel_assets.world.synthesis import (
@@ -171,14 +172,26 @@ OPERATORS: dict[str, Callable[[TaskInstance, random.Random], TaskInstance]] = {
 }
 
 
-def choose_operators(failed: Score, rng: random.Random, count: int) -> list[str]:
-    """Operators that target what was failed first, then others, without repeats. A missed
-    sub-goal gets the same path with new values before an extra branch: the branch changes
-    the right outcome (often to a refusal), the new values ask for the one that was missed."""
-    kinds = {i.kind for i in failed.failed_items()}
-    preferred = (["adversarial_escalation"] if "prohibited" in kinds else []) + \
-        (["persona_injection"] if "interaction" in kinds else []) + \
-        (["perturb_values", "add_branch"] if "subgoal" in kinds or "termination" in kinds else [])
+OPERATORS_FOR_FAILURE: dict[str, tuple[str, ...]] = {
+    "prohibited_action": ("adversarial_escalation", "add_branch"),
+    "asked_nothing": ("persona_injection", "perturb_values"),
+    "wrong_argument": ("perturb_values", "combine_tasks"),
+    "missed_subgoal": ("perturb_values", "persona_injection", "add_branch"),
+    "never_ended": ("persona_injection", "perturb_values"),
+}
+"""What each failure type (``metrics.FAILURE_TYPES``) gets first. A prohibited action meets
+more pressure and the refusal branch; a hidden fact never asked for meets a user who reveals
+less; a wrong argument or a missed sub-goal gets the same kind of task on new values (the
+sub-goal again with another user, then a branch); an episode that never ended, a user who
+pushes for the end."""
+
+
+def choose_operators(failure: str, rng: random.Random, count: int) -> list[str]:
+    """``count`` operators for a failure of type ``failure``: those that target it first,
+    then the others in a seeded order, without repeats."""
+    if failure not in OPERATORS_FOR_FAILURE:
+        raise ValueError(f"unknown failure type {failure!r}; one of {sorted(OPERATORS_FOR_FAILURE)}")
+    preferred = list(OPERATORS_FOR_FAILURE[failure])
     rest = [o for o in OPERATORS if o not in preferred]
     rng.shuffle(rest)
     return (preferred + rest)[:count]
@@ -210,20 +223,38 @@ def consistency_filter(variants: Sequence[TaskInstance], solvers: Sequence[Batch
 
 def augment_failures(failed: Sequence[tuple[TaskInstance, Score]], *, round_key: str, seed: int | str,
                      solvers: Sequence[BatchPolicy], max_turns: int, per_failure: int = 2,
+                     failure_types: Mapping[str, str] | None = None,
                      user_factory: UserFactory | None = None, backend_for: BackendFactory | None = None
                      ) -> AugmentReport:
-    report = AugmentReport()
-    candidates: list[tuple[TaskInstance, str, TaskInstance]] = []
+    """Variants of each failed instance by the operators its failure type calls for
+    (``failure_types``: instance id → type; by default read from the score alone, which
+    cannot tell a wrong argument from a missed sub-goal). Each variant records the type in
+    ``meta["failure_type"]``, so the next round can carry them in by the failure distribution."""
+    plan = []
     for inst, result in failed:
         rng = random.Random(f"{seed}/{round_key}/augment/{inst.instance_id}")
-        for operator in choose_operators(result, rng, per_failure):
-            try:
-                variant = _augmented(inst, OPERATORS[operator](inst, rng), operator, round_key)
-            except (NotApplicable, SynthesisError) as exc:
-                report.records.append({"variant_id": None, "parent_id": inst.instance_id, "operator": operator,
-                                       "kept": False, "reason": f"not applicable: {exc}"})
-                continue
-            candidates.append((inst, operator, variant))
+        failure = (failure_types or {}).get(inst.instance_id) or failure_type(result) or "missed_subgoal"
+        plan += [(inst, operator, rng, {"failure_type": failure})
+                 for operator in choose_operators(failure, rng, per_failure)]
+    return verified_variants(plan, round_key=round_key, solvers=solvers, max_turns=max_turns,
+                             user_factory=user_factory, backend_for=backend_for)
+
+
+def verified_variants(plan: Sequence[tuple[TaskInstance, str, random.Random, dict[str, Any]]], *, round_key: str,
+                      solvers: Sequence[BatchPolicy], max_turns: int, user_factory: UserFactory | None = None,
+                      backend_for: BackendFactory | None = None) -> AugmentReport:
+    """Apply each planned (instance, operator, generator, extra meta) and keep the variants
+    the consistency filter passes; an operator that cannot apply is recorded with why."""
+    report = AugmentReport()
+    candidates: list[tuple[TaskInstance, str, TaskInstance]] = []
+    for inst, operator, rng, meta in plan:
+        try:
+            variant = _augmented(inst, OPERATORS[operator](inst, rng), operator, round_key)
+        except (NotApplicable, SynthesisError) as exc:
+            report.records.append({"variant_id": None, "parent_id": inst.instance_id, "operator": operator,
+                                   "kept": False, "reason": f"not applicable: {exc}"})
+            continue
+        candidates.append((inst, operator, replace(variant, meta={**variant.meta, **meta})))
     verdicts = consistency_filter([c[2] for c in candidates], solvers, max_turns=max_turns, user_factory=user_factory,
                                   backend_for=backend_for) if candidates else []
     for (inst, operator, variant), (kept, reason) in zip(candidates, verdicts):

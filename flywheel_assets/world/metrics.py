@@ -44,9 +44,9 @@ hidden fact never asked for, a required call made with other arguments, a sub-go
 outcome missed, or no proper end."""
 
 
-def failure_type(score: Score, trajectory: Trajectory) -> str | None:
+def failure_type(score: Score, trajectory: Trajectory | None = None) -> str | None:
     """The first of ``FAILURE_TYPES`` that the episode's failed rubric items show (None when it
-    succeeded)."""
+    succeeded). Without the ``trajectory`` a wrong argument counts as a missed sub-goal."""
     if score.success:
         return None
     failed = score.failed_items()
@@ -55,7 +55,7 @@ def failure_type(score: Score, trajectory: Trajectory) -> str | None:
         return "prohibited_action"
     if any(i.item_id.startswith("interaction:asked:") for i in failed):
         return "asked_nothing"
-    called = {e.name for e in call_events(trajectory.messages)}
+    called = {e.name for e in call_events(trajectory.messages)} if trajectory is not None else set()
     if any(i.item_id.startswith("subgoal:call:") and i.item_id.rsplit(":", 1)[1] in called for i in failed):
         return "wrong_argument"
     if kinds & {"subgoal", "interaction"}:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import field_validator
 
-from flywheel_assets.world.augment import AugmentReport, augment_failures
+from flywheel_assets.world.augment import AugmentReport, augment_failures, verified_variants
 from flywheel_assets.world.backtranslate import adversarial_instances, backtranslate_tree
 from flywheel_assets.world.behavior_tree import BehaviorTree, expand_tree, linear_tree
 from flywheel_assets.world.domain_files import DomainFileError, loaded_domain_name, use_domain_files
@@ -23,6 +23,7 @@ from flywheel_assets.world.domains import DOMAINS, registered
 from flywheel_assets.world.rollout import BackendFactory, BatchPolicy, UserFactory, make_caches, run_rollouts
 from flywheel_assets.world.llm.judge import LLMJudge, judge_scores
 from flywheel_assets.world.llm.writer import LLMTaskWriter
+from flywheel_assets.world.metrics import failure_type
 from flywheel_assets.world.rubric import score
 from flywheel_assets.world.settings import SettingsGroup, join_list, setting, split_list
 from flywheel_assets.world.synthesis import SeedBatch, seed_instances
@@ -71,14 +72,16 @@ class RoundConfig(SettingsGroup):
                                        choices=lambda: HARD_SAMPLE_PARENTS,
                                        help="failures (the flywheel) or uniform (the efficacy control: as many "
                                             "parents drawn uniformly, failed or not)")
+    # Off by default: the untrained base solves nothing, so its rollouts made every r000
+    # instance a "failure" and the flywheel's first hard samples aimed at nothing in particular.
     first_round_policy_rollouts: bool = setting(
-        True, env="FLYWHEEL_FIRST_ROUND_POLICY_ROLLOUTS",
-        help="the embedded policy: round r000 also rolls out the untrained base (false: r000 is the teacher's "
-             "rollouts and the SFT cold start only, and the first policy rollouts are r001's, by the SFT checkpoint, "
-             "so every round's hard samples are a trained model's failures)")
-    eval_per_domain: int = setting(5, env="FLYWHEEL_EVAL_PER_DOMAIN", ge=1,
-                                   help="held-out tasks per domain (each also yields branched and adversarial "
-                                        "instances)")
+        False, env="FLYWHEEL_FIRST_ROUND_POLICY_ROLLOUTS",
+        help="the embedded policy: round r000 also rolls out the untrained base (default false: r000 is the "
+             "teacher's rollouts and the SFT cold start only, and the first policy rollouts are r001's, by the SFT "
+             "checkpoint, so every round's hard samples are a trained model's failures)")
+    eval_per_domain: int = setting(16, env="FLYWHEEL_EVAL_PER_DOMAIN", ge=1,
+                                   help="held-out tasks per domain (each also yields branched, adversarial and "
+                                        "augmented instances: 16 give 216 over the four packs)")
     eval_seed: int = setting(900_001, env="FLYWHEEL_EVAL_SEED", help="seed of the held-out set; distinct from "
                                                                       "round seeds")
     max_rounds: int = setting(3, env="FLYWHEEL_MAX_ROUNDS", ge=1,
@@ -184,25 +187,70 @@ def task_instances(
     return instances
 
 
+HELDOUT_OPERATORS = ("perturb_values", "persona_injection", "add_branch", "combine_tasks", "adversarial_escalation")
+
+
+def augmented_heldout(config: RoundConfig, round_key: str, instances: Sequence[TaskInstance],
+                      solvers: Sequence[BatchPolicy] | None = None) -> AugmentReport:
+    """The held-out set's carried-over-style phase: one verified variant of each seed
+    instance, the augmentation operators taken in turn, so the evaluation also measures the
+    kind of instance a round carries in from the previous one's failures."""
+    seeds = [i for i in instances if i.phase == "seed"]
+    plan = [(inst, HELDOUT_OPERATORS[n % len(HELDOUT_OPERATORS)],
+             random.Random(f"{config.seed}/{round_key}/held-out-augment/{inst.instance_id}"), {})
+            for n, inst in enumerate(seeds)]
+    return verified_variants(plan, round_key=round_key, solvers=solvers or default_solvers(),
+                             max_turns=config.max_turns)
+
+
 def select_carried(hard_samples: Sequence[TaskInstance], limit: int, rng: random.Random) -> list[TaskInstance]:
-    """At most ``limit`` hard samples (all when ``limit`` is 0), spread over their parents:
-    one variant of every failed instance before a second of any, parents in a seeded order,
-    so the cap keeps the breadth of what failed rather than the first failures' variants."""
+    """At most ``limit`` hard samples (all when ``limit`` is 0), shared out over failure types
+    in proportion to how many failed instances each type had (the failure distribution the
+    variants came from, ``meta["failure_type"]``), and within a type spread over the parents:
+    one variant of every failed instance before a second of any, parents in a seeded order.
+    So the cap keeps the round's failure mix and the breadth of what failed, rather than the
+    first failures' variants."""
     if not limit or len(hard_samples) <= limit:
         return list(hard_samples)
-    by_parent: dict[str, list[TaskInstance]] = {}
+    by_type: dict[str, dict[str, list[TaskInstance]]] = {}
     for hard in hard_samples:
-        by_parent.setdefault(hard.parent_ids[0] if hard.parent_ids else hard.instance_id, []).append(hard)
-    parents = sorted(by_parent)
-    rng.shuffle(parents)
+        parent = hard.parent_ids[0] if hard.parent_ids else hard.instance_id
+        by_type.setdefault(hard.meta.get("failure_type", ""), {}).setdefault(parent, []).append(hard)
+    quotas = _shares(limit, {kind: len(parents) for kind, parents in by_type.items()},
+                     {kind: sum(map(len, parents.values())) for kind, parents in by_type.items()})
     chosen: list[TaskInstance] = []
-    depth = 0
-    while len(chosen) < limit:
-        layer = [by_parent[p][depth] for p in parents if depth < len(by_parent[p])]
-        chosen += layer[:limit - len(chosen)]
-        depth += 1
+    for kind in sorted(by_type):
+        by_parent = by_type[kind]
+        parents = sorted(by_parent)
+        rng.shuffle(parents)
+        taken: list[TaskInstance] = []
+        depth = 0
+        while len(taken) < quotas[kind]:
+            layer = [by_parent[p][depth] for p in parents if depth < len(by_parent[p])]
+            taken += layer[:quotas[kind] - len(taken)]
+            depth += 1
+        chosen += taken
     keep = {h.instance_id for h in chosen}
     return [h for h in hard_samples if h.instance_id in keep]  # in the hard-samples table's order
+
+
+def _shares(total: int, weights: dict[str, int], available: dict[str, int]) -> dict[str, int]:
+    """``total`` shared out in proportion to ``weights`` (largest remainders, ties by name),
+    no share above what is ``available``; what a share cannot take goes to the others."""
+    shares = dict.fromkeys(weights, 0)
+    left = min(total, sum(available.values()))
+    while left:
+        open_kinds = [k for k in sorted(weights) if shares[k] < available[k]]
+        weight = sum(weights[k] for k in open_kinds)
+        exact = {k: left * weights[k] / weight for k in open_kinds}
+        grant = {k: min(int(exact[k]), available[k] - shares[k]) for k in open_kinds}
+        if not any(grant.values()):  # hand out the remainders one by one, largest first
+            ranked = sorted(open_kinds, key=lambda k: (-(exact[k] - int(exact[k])), k))
+            grant = dict.fromkeys(ranked[:left], 1)
+        for kind, n in grant.items():
+            shares[kind] += n
+            left -= n
+    return shares
 
 
 def rollouts(config: RoundConfig, instances: Sequence[TaskInstance], policy: BatchPolicy | None,
@@ -246,15 +294,17 @@ def hard_samples(config: RoundConfig, round_key: str, instances: Sequence[TaskIn
     """Harder, verified variants of the instances the policy failed (or, for the efficacy
     control, of as many instances drawn uniformly: see ``RoundConfig.hard_sample_parents``)."""
     by_id = {i.instance_id: i for i in instances}
-    policy_of = {t.trajectory_id: t.policy for t in trajectories}
+    trajectory_of = {t.trajectory_id: t for t in trajectories}
     failed: dict[str, tuple[TaskInstance, Score]] = {}
+    failure_types: dict[str, str] = {}
     first_score: dict[str, Score] = {}
     for s in scores:
-        if policy_of[s.trajectory_id] != policy_name:
+        if trajectory_of[s.trajectory_id].policy != policy_name:
             continue
         first_score.setdefault(s.instance_id, s)
         if not s.success and s.instance_id not in failed:
             failed[s.instance_id] = (by_id[s.instance_id], s)
+            failure_types[s.instance_id] = failure_type(s, trajectory_of[s.trajectory_id]) or "missed_subgoal"
     parents = list(failed.values())
     if config.hard_sample_parents == "uniform":
         drawn = random.Random(f"{config.seed}/{round_key}/uniform-parents").sample(
@@ -262,4 +312,4 @@ def hard_samples(config: RoundConfig, round_key: str, instances: Sequence[TaskIn
         parents = [(by_id[i], failed[i][1] if i in failed else first_score[i]) for i in drawn]
     return augment_failures(parents, round_key=round_key, seed=config.seed,
                             solvers=solvers or default_solvers(), per_failure=config.augment_per_failure,
-                            max_turns=config.max_turns, user_factory=user_factory, backend_for=backend_for)
+                            failure_types=failure_types, max_turns=config.max_turns, user_factory=user_factory, backend_for=backend_for)

@@ -24,7 +24,7 @@ from flywheel_assets.world.rubric import score
 from flywheel_assets.world.tasks import Score, TaskInstance, Trajectory
 
 PHASE_GROUPS = {"seed": "linear", "linear": "linear", "branched": "branched", "adversarial": "adversarial",
-                "augmented": "branched"}
+                "augmented": "augmented"}
 
 
 def pass_hat_k(successes: Sequence[int], trials: int, k: int) -> float:
