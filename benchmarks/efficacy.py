@@ -11,7 +11,7 @@ rollouts and SFT only, ``first_round_policy_rollouts=false``), so from r001 on e
 hard samples are a trained model's failures; ``--rounds`` counts the rounds after it.
 
     python benchmarks/efficacy.py [--rounds 4] [--seeds 2] [--workers 2] [--eval-trials 2]
-                                  [--tasks-per-domain N] [--out .flywheel/efficacy]
+                                  [--tasks-per-domain 8] [--out .flywheel/efficacy]
 
 Each (arm, seed) is a full `flywheel run` in its own home, all from one base (built once).
 With the cold start, r000 is the same in both arms (it has no hard samples), so it runs once
@@ -41,6 +41,7 @@ import numpy as np
 from flywheel_assets.resources import TrainingResource
 from flywheel_assets.runner import run_rounds
 from flywheel_assets.store import Warehouse
+from flywheel_training.config import TrainingConfig
 
 ARMS = {"flywheel": "failures", "control": "uniform"}
 RESAMPLES = 2000
@@ -106,7 +107,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="runs at a time, each in its own process")
     parser.add_argument("--eval-trials", type=int, default=2, help="held-out trials per task")
     parser.add_argument("--out", default=".flywheel/efficacy")
-    parser.add_argument("--tasks-per-domain", type=int)
+    parser.add_argument("--tasks-per-domain", type=int, default=8,
+                        help="complete tasks per pack and round (the flywheel's default is 12; 8 fits the "
+                             "benchmark in an hour on 2 cores)")
     parser.add_argument("--max-turns", type=int)
     parser.add_argument("--no-cold-start", action="store_true",
                         help="let the untrained base play r000 too (the old first round; r000 then runs per arm)")
@@ -118,7 +121,9 @@ def main() -> None:
     training = {"eval_trials": args.eval_trials, "evaluate_base": False}
     started = time.perf_counter()
     print("building the embedded base once for every run", flush=True)
-    base = TrainingResource(checkpoint_dir=str(out / "shared")).base(log=lambda line: print(f"  {line}", flush=True))
+    # the FLYWHEEL_* settings the runs will read, so the runs find this base under its name
+    settings = TrainingConfig.from_env(checkpoint_dir=str(out / "shared")).values()
+    base = TrainingResource(**settings).base(log=lambda line: print(f"  {line}", flush=True))
 
     def overrides(seed: int, parents: str) -> dict[str, dict[str, Any]]:
         return {"round_config": {"hard_sample_parents": parents, "seed": seed, **knobs}, "training": training}
