@@ -39,11 +39,11 @@ def eval_tasks(context: AssetExecutionContext, warehouse: WarehouseResource,
     instances = pipeline.task_instances(config, EVAL_ROUND, batch, pipeline.behavior_trees(batch.tasks))
     augmented = pipeline.augmented_heldout(config, EVAL_ROUND, instances)
     instances += augmented.variants
+    augment_counts = augmented.counts()
     by_domain = Counter(i.domain for i in instances)
     by_phase = Counter(i.phase for i in instances)
     figures = {"instances": len(instances), **{f"instances_{d}": n for d, n in sorted(by_domain.items())},
                **{f"phase_{p}": n for p, n in sorted(by_phase.items())},
-               "augmented_not_kept": augmented.counts()["generated"] - augmented.counts()["kept"]
-               + augmented.counts()["not_applicable"]}
+               "augmented_not_kept": augment_counts["dropped"] + augment_counts["not_applicable"]}
     return write_stage(context, warehouse, "eval_tasks", EVAL_ROUND, eval_task_rows(batch, instances), figures,
                        started)
