@@ -118,7 +118,7 @@ def main() -> None:
     knobs: dict[str, Any] = {k: v for k, v in (("tasks_per_domain", args.tasks_per_domain),
                                                  ("max_turns", args.max_turns)) if v}
     knobs["first_round_policy_rollouts"] = args.no_cold_start
-    training = {"eval_trials": args.eval_trials, "evaluate_base": False}
+    training = {"eval_trials": args.eval_trials, "evaluate_base": False, "eval_greedy": False}
     started = time.perf_counter()
     print("building the embedded base once for every run", flush=True)
     # the FLYWHEEL_* settings the runs will read, so the runs find this base under its name

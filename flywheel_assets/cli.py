@@ -123,17 +123,20 @@ def _print_heldout(home: Path) -> None:
     rows = heldout_rows(store)
     if not rows:
         return
-    phases = ("linear", "branched", "adversarial")
+    phases = ("linear", "branched", "adversarial", "augmented")
     by_phase = {p: {r["round"]: r for r in heldout_rows(store, f"phase:{p}")} for p in phases}
     table = Table(title="held-out Mock World evaluation, per round (phase columns: pass^1)")
-    for column in ("round", "checkpoint", "tasks", "pass^1", "95% CI", f"pass^{rows[0]['k']}", "mean reward", *phases):
+    for column in ("round", "checkpoint", "tasks", "pass^1", "95% CI", f"pass^{rows[0]['k']}", "greedy",
+                   "mean reward", *phases):
         table.add_column(column, justify="right")
     for r in rows:
         cells = [f"{by_phase[p][r['round']]['pass_1']:.3f}" if r["round"] in by_phase[p] else "" for p in phases]
         interval = f"{r['pass_1_low']:.3f}–{r['pass_1_high']:.3f}" if r["pass_1_low"] is not None else ""
+        greedy = (f"{r['greedy_pass_1']:.3f} ({r['greedy_pass_1_low']:.3f}–{r['greedy_pass_1_high']:.3f})"
+                  if r["greedy_pass_1"] is not None else "")
         table.add_row(r["round"], r["kind"], str(r["tasks"]), f"{r['pass_1']:.3f}", interval, f"{r['pass_k']:.3f}",
-                      f"{r['reward_mean']:.3f}", *cells)
-    Console(width=120).print(table)
+                      greedy, f"{r['reward_mean']:.3f}", *cells)
+    Console(width=140).print(table)
     _say(f"plot: {plot_heldout(rows, state_dir(home) / 'heldout.png')}")
 
 

@@ -229,6 +229,7 @@ def summarize(figures: Mapping[str, float]) -> str:
              ("policy_checkpoints.train_seconds", "training s", "{:.0f}"),
              ("evaluations.pass_1", "held-out pass^1", "{:.3f}"),
              ("evaluations.pass_k", "pass^k", "{:.3f}"),
+             ("evaluations.greedy_pass_1", "greedy", "{:.3f}"),
              ("evaluations.reward_mean", "held-out reward", "{:.3f}")]
     written = [f"{key.split('.', 2)[2]}: writer drafts valid {figures[key]:.2f}, teacher solved "
                f"{figures.get(key.replace('writer_valid_share', 'teacher_solve_rate'), 0.0):.2f}"

@@ -60,6 +60,10 @@ class TrainingConfig(SettingsGroup):
                                   help="round r000 also evaluates the untrained base it started from (the table's "
                                        "'before any task training' row; it solves nothing and plays every episode "
                                        "to the turn limit, so it is the slowest evaluation)")
+    eval_greedy: bool = setting(True, env="FLYWHEEL_EVAL_GREEDY",
+                                help="also play every held-out task once with greedy decoding (the 'greedy' "
+                                     "figure and its CI, beside the sampled trials' pass^k)")
     eval_temperature: float = setting(0.5, env="FLYWHEEL_EVAL_TEMPERATURE", ge=0,
                                       help="sampling temperature of the held-out trials (the mock user is "
-                                           "deterministic: greedy trials would all be one episode)")
+                                           "deterministic: greedy trials would all be one episode, which is "
+                                           "why the greedy figure is one more trial of its own)")

@@ -34,6 +34,17 @@ def test_teacher_passes_everything_and_do_nothing_nothing(heldout):
     assert {"domain:retail", "domain:travel", "phase:linear", "phase:branched"} <= groups
 
 
+def test_the_greedy_episode_is_scored_on_its_own_beside_the_sampled_trials(heldout):
+    turns = pipeline.RoundConfig().max_turns
+    result = evaluate(DoNothingPolicy(), heldout, trials=2, max_turns=turns, greedy_policy=ScriptedTeacher())
+    overall = result.overall()
+    assert overall["pass^1"] == 0.0 and overall["greedy"] == 1.0 and overall["greedy_ci"] == (1.0, 1.0)
+    assert len(result.greedy_trajectories) == len(heldout) and len(result.trajectories) == 2 * len(heldout)
+    assert set(overall["greedy_successes"].values()) == {1}
+    assert all(r["greedy"] == 1.0 for r in result.rows)
+    assert "greedy" not in evaluate(DoNothingPolicy(), heldout, trials=1, max_turns=turns).overall()
+
+
 def test_pass_k_falls_with_k_for_an_inconsistent_policy(heldout):
     result = evaluate(FlakyTeacher(fail_share=0.3), heldout, trials=3, max_turns=pipeline.RoundConfig().max_turns).overall()
     assert 0.0 < result["pass^3"] < result["pass^1"] < 1.0

@@ -82,10 +82,17 @@ def test_each_round_is_evaluated_on_the_held_out_set_after_the_base(trained):
     metrics = store.records("SELECT round, metric FROM round_metrics WHERE stage = 'evaluations'")
     assert {"pass_1", "pass_k", "reward_mean", "base.pass_1"} <= {m["metric"] for m in metrics if m["round"] == "r000"}
     assert "base.pass_1" not in {m["metric"] for m in metrics if m["round"] == "r001"}
+    # the greedy episode: one per task, beside the sampled trials, with its own interval
+    for r in rows:
+        assert r["greedy_pass_1_low"] <= r["greedy_pass_1"] <= r["greedy_pass_1_high"]
+    assert "greedy_pass_1" in {m["metric"] for m in metrics if m["round"] == "r001"}
+    [overall] = [r for r in store.read_round("evaluations", "r001") if r["group_name"] == "all"]
+    assert len(overall["row"]["greedy_successes"]) == overall["tasks"]
+    assert overall["greedy_pass_1"] == sum(overall["row"]["greedy_successes"].values()) / overall["tasks"]
     assert plot_heldout(rows, root / "heldout.png").stat().st_size > 1000
 
 
-def test_without_evaluate_base_round_0_evaluates_only_its_checkpoint(trained, tmp_path):
+def test_without_evaluate_base_or_greedy_round_0_evaluates_only_its_sampled_checkpoint(trained, tmp_path):
     import shutil
 
     from dagster import materialize
@@ -101,11 +108,13 @@ def test_without_evaluate_base_round_0_evaluates_only_its_checkpoint(trained, tm
     instance.add_dynamic_partitions(rounds_partitions.name, ["r000"])
     result = materialize([evaluation], partition_key="r000", instance=instance, raise_on_error=False, resources={
         "warehouse": WarehouseResource(path=str(copy)), "round_config": RoundConfigResource(max_turns=8),
-        "training": TrainingResource(**TINY_TRAINING, checkpoint_dir=str(root / "checkpoints"), evaluate_base=False)})
+        "training": TrainingResource(**TINY_TRAINING, checkpoint_dir=str(root / "checkpoints"), evaluate_base=False,
+                                     eval_greedy=False)})
     assert result.success
     [first] = store.read_round("policy_checkpoints", "r000")
     rows = Warehouse(copy).read_round("evaluations", "r000")
     assert rows and {(r["subject"], r["checkpoint_id"]) for r in rows} == {("checkpoint", first["checkpoint_id"])}
+    assert all(r["greedy_pass_1"] is None and "greedy" not in r["row"] for r in rows)  # eval_greedy off
 
 
 def test_round_rollouts_and_held_out_trials_sample_at_their_temperatures(trained, tmp_path):

@@ -38,13 +38,16 @@ def evaluation(context: AssetExecutionContext, warehouse: WarehouseResource, tra
     tables = {}
     for subject, checkpoint_id, path in subjects:
         context.log.info(f"{round_key}: evaluating the {subject} {path} on {len(heldout)} held-out tasks "
-                         f"× {k} trials (temperature {training.eval_temperature})")
+                         f"× {k} trials (temperature {training.eval_temperature})"
+                         + (" and once greedily" if training.eval_greedy else ""))
         result = _evaluate(training, path, checkpoint_id, heldout, round_config.round_config().max_turns)
         rows += [{"evaluation_id": f"{checkpoint_id[:16]}:{r['group']}", "checkpoint_id": checkpoint_id,
                   "group_name": r["group"], "tasks": r["tasks"], "trials": k, "pass_1": r["pass^1"],
                   "pass_k": r[f"pass^{k}"], "reward_mean": r["reward_mean"], "row": r, "subject": subject,
                   "pass_1_low": r["pass^1_ci"][0], "pass_1_high": r["pass^1_ci"][1],
-                  "pass_k_low": r[f"pass^{k}_ci"][0], "pass_k_high": r[f"pass^{k}_ci"][1]}
+                  "pass_k_low": r[f"pass^{k}_ci"][0], "pass_k_high": r[f"pass^{k}_ci"][1],
+                  "greedy_pass_1": r.get("greedy"), "greedy_pass_1_low": r.get("greedy_ci", (None, None))[0],
+                  "greedy_pass_1_high": r.get("greedy_ci", (None, None))[1]}
                  for r in result.rows]
         figures.update(_figures(result, k, prefix="" if subject == "checkpoint" else f"{subject}."))
         tables[subject] = MetadataValue.md(_markdown(result.rows, k))
@@ -55,13 +58,18 @@ def evaluation(context: AssetExecutionContext, warehouse: WarehouseResource, tra
 
 def _evaluate(training: TrainingResource, path: str, checkpoint_id: str, heldout: list[TaskInstance],
               max_turns: int) -> EvalResult:
-    policy = training.load_policy(path, f"embedded:{checkpoint_id[:12]}", temperature=training.eval_temperature)
-    return evaluate(policy, heldout, trials=training.eval_trials, max_turns=max_turns)
+    name = f"embedded:{checkpoint_id[:12]}"
+    policy = training.load_policy(path, name, temperature=training.eval_temperature)
+    greedy = training.load_policy(path, name, temperature=0.0) if training.eval_greedy else None
+    return evaluate(policy, heldout, trials=training.eval_trials, max_turns=max_turns, greedy_policy=greedy)
 
 
 def _figures(result: EvalResult, k: int, prefix: str) -> dict[str, float]:
     overall = result.overall()
-    return {f"{prefix}pass_1": round_to(overall["pass^1"]), f"{prefix}pass_k": round_to(overall[f"pass^{k}"]),
+    greedy = ({f"{prefix}greedy_pass_1": round_to(overall["greedy"]),
+               f"{prefix}greedy_pass_1_low": round_to(overall["greedy_ci"][0]),
+               f"{prefix}greedy_pass_1_high": round_to(overall["greedy_ci"][1])} if "greedy" in overall else {})
+    return {**greedy, f"{prefix}pass_1": round_to(overall["pass^1"]), f"{prefix}pass_k": round_to(overall[f"pass^{k}"]),
             f"{prefix}pass_1_low": round_to(overall["pass^1_ci"][0]),
             f"{prefix}pass_1_high": round_to(overall["pass^1_ci"][1]),
             f"{prefix}reward_mean": round_to(overall["reward_mean"]),
@@ -69,7 +77,10 @@ def _figures(result: EvalResult, k: int, prefix: str) -> dict[str, float]:
 
 
 def _markdown(rows: list[dict], k: int) -> str:
-    lines = [f"| group | tasks | pass^1 (95% CI) | pass^{k} | reward |", "| --- | --- | --- | --- | --- |"]
+    lines = [f"| group | tasks | pass^1 (95% CI) | pass^{k} | greedy (95% CI) | reward |",
+             "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['group']} | {r['tasks']} | {r['pass^1']:.3f} [{r['pass^1_ci'][0]:.3f}, {r['pass^1_ci'][1]:.3f}] "
-              f"| {r[f'pass^{k}']:.3f} | {r['reward_mean']:.3f} |" for r in rows]
+              f"| {r[f'pass^{k}']:.3f} | "
+              + (f"{r['greedy']:.3f} [{r['greedy_ci'][0]:.3f}, {r['greedy_ci'][1]:.3f}]" if "greedy" in r else "")
+              + f" | {r['reward_mean']:.3f} |" for r in rows]
     return "\n".join(lines)

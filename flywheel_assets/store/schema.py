@@ -96,12 +96,14 @@ EVALUATIONS = _table(
     "evaluations", "evaluation_id",
     "the round's checkpoint on the fixed held-out set: pass^1, pass^k (tau2's definition) and mean reward, with "
     "95% bootstrap intervals over tasks (pass_1_low/high, pass_k_low/high; row holds every figure's), "
+    "greedy_pass_1: one more episode per task with greedy decoding (NULL when training.eval_greedy is off), "
     "overall ('all'), per domain ('domain:…') and per phase ('phase:…'); subject 'checkpoint' (the round's) or "
     "'base' (in r000: the base it started from, before any task training; checkpoint_id = its sha256)",
     ("evaluation_id", "VARCHAR"), ("checkpoint_id", "VARCHAR"), ("group_name", "VARCHAR"), ("tasks", "BIGINT"),
     ("trials", "BIGINT"), ("pass_1", "DOUBLE"), ("pass_k", "DOUBLE"), ("reward_mean", "DOUBLE"), ("row", "JSON"),
     ("subject", "VARCHAR"), ("pass_1_low", "DOUBLE"), ("pass_1_high", "DOUBLE"), ("pass_k_low", "DOUBLE"),
-    ("pass_k_high", "DOUBLE"), asset="evaluation",
+    ("pass_k_high", "DOUBLE"), ("greedy_pass_1", "DOUBLE"), ("greedy_pass_1_low", "DOUBLE"),
+    ("greedy_pass_1_high", "DOUBLE"), asset="evaluation",
 )
 EXTERNAL_EVALUATIONS = _table(
     "external_evaluations", "evaluation_id",

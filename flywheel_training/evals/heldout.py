@@ -5,6 +5,9 @@ pass^k follows τ²-bench: for a task with n trials of which c succeeded, the ch
 trials drawn without replacement all succeed is C(c, k) / C(n, k); pass^k is its mean
 over tasks. pass^1 is then the plain success rate. Every figure comes with a 95 % percentile
 bootstrap interval over tasks (``*_ci``), so two rounds' figures can be told apart from noise.
+With a greedy policy, every instance is also played once with greedy decoding: ``greedy``
+is that single episode's success rate (the model's most likely behaviour), beside the
+sampled trials' pass^k (how reliably it solves a task).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import hashlib
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import comb
 from typing import Any
 
@@ -42,6 +45,8 @@ class EvalResult:
     rows: list[dict[str, Any]]  # one per group: overall, each domain, each phase
     scores: list[Score]
     trajectories: list[Trajectory]  # the trials, in the order of ``scores``
+    greedy_scores: list[Score] = field(default_factory=list)  # one greedy episode per instance, when played
+    greedy_trajectories: list[Trajectory] = field(default_factory=list)
 
     def overall(self) -> dict[str, Any]:
         return self.rows[0]
@@ -66,8 +71,8 @@ def bootstrap_ci(per_task: Sequence[float], *, seed: str, resamples: int = BOOTS
     return round(float(low), 6), round(float(high), 6)
 
 
-def _row(group: str, instances: Sequence[TaskInstance], by_instance: dict[str, list[Score]], trials: int
-         ) -> dict[str, Any]:
+def _row(group: str, instances: Sequence[TaskInstance], by_instance: dict[str, list[Score]], trials: int,
+         greedy: dict[str, Score]) -> dict[str, Any]:
     successes = [sum(s.success for s in by_instance[i.instance_id]) for i in instances]
     rewards = [s.reward for i in instances for s in by_instance[i.instance_id]]
     task_rewards = [statistics.fmean(s.reward for s in by_instance[i.instance_id]) for i in instances]
@@ -77,14 +82,24 @@ def _row(group: str, instances: Sequence[TaskInstance], by_instance: dict[str, l
     for k in range(1, trials + 1):
         row[f"pass^{k}"] = pass_hat_k(successes, trials, k)
         row[f"pass^{k}_ci"] = bootstrap_ci([comb(c, k) / comb(trials, k) for c in successes], seed=f"{group}/{k}")
+    if greedy:
+        solved = [float(greedy[i.instance_id].success) for i in instances]
+        row["greedy"] = statistics.fmean(solved) if solved else 0.0
+        row["greedy_ci"] = bootstrap_ci(solved, seed=f"{group}/greedy")
     return row
 
 
-def evaluate(policy: BatchPolicy, instances: Sequence[TaskInstance], *, trials: int, max_turns: int) -> EvalResult:
-    """Play every held-out instance ``trials`` times and aggregate."""
+def evaluate(policy: BatchPolicy, instances: Sequence[TaskInstance], *, trials: int, max_turns: int,
+             greedy_policy: BatchPolicy | None = None) -> EvalResult:
+    """Play every held-out instance ``trials`` times with ``policy`` (and once more with
+    ``greedy_policy``, when given: the same model decoding greedily) and aggregate."""
     trajectories = run_rollouts(instances, policy, samples=trials, max_turns=max_turns)
     by_id = {i.instance_id: i for i in instances}
     scores = [score(by_id[t.instance_id], t) for t in trajectories]
+    greedy_trajectories = (run_rollouts(instances, greedy_policy, samples=1, max_turns=max_turns)
+                           if greedy_policy is not None else [])
+    greedy_scores = [score(by_id[t.instance_id], t) for t in greedy_trajectories]
+    greedy = {s.instance_id: s for s in greedy_scores}
     by_instance: dict[str, list[Score]] = defaultdict(list)
     for s in scores:
         by_instance[s.instance_id].append(s)
@@ -92,7 +107,9 @@ def evaluate(policy: BatchPolicy, instances: Sequence[TaskInstance], *, trials: 
     for inst in instances:
         groups.setdefault(f"domain:{inst.domain}", []).append(inst)
         groups.setdefault(f"phase:{PHASE_GROUPS.get(inst.phase, inst.phase)}", []).append(inst)
-    rows = [_row(name, members, by_instance, trials) for name, members in groups.items()]
+    rows = [_row(name, members, by_instance, trials, greedy) for name, members in groups.items()]
     # per task, so two checkpoints on the same set can be compared task by task (paired)
     rows[0]["successes"] = {i.instance_id: sum(s.success for s in by_instance[i.instance_id]) for i in instances}
-    return EvalResult(trials, rows, scores, trajectories)
+    if greedy:
+        rows[0]["greedy_successes"] = {i.instance_id: int(greedy[i.instance_id].success) for i in instances}
+    return EvalResult(trials, rows, scores, trajectories, greedy_scores, greedy_trajectories)
