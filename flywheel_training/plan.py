@@ -53,7 +53,7 @@ def plan_round(round_key: str, *, previous_round: str | None, config: TrainingCo
     stages = []
     if config.grpo_steps > 0:
         stages.append(StagePlan("grpo", "the round's own groups of policy rollouts, replayed (on-policy)",
-                                config.grpo_steps, None, config.grpo_seconds))
+                                config.grpo_steps, config.grpo_learning_rate, config.grpo_seconds))
     if config.rft_steps > 0:
         stages.append(StagePlan("rft", f"the policy's own successes, the teacher's solutions of the instances "
                                        f"the policy failed and of the round's hard samples (plus {config.id_augment} renamed-id copies of each)",

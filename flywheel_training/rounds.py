@@ -120,7 +120,8 @@ def train_round(
                 executed.append({**record, "steps": 0, "skipped": "no instance has two policy rollouts to compare"})
                 continue
             grpo = train_grpo(source, instances, dest, GRPORunConfig(
-                max_steps=stage.steps, max_seconds=stage.time_cap_s, seed=config.model_seed), replay=replay,
+                learning_rate=stage.learning_rate or config.grpo_learning_rate, max_steps=stage.steps,
+                max_seconds=stage.time_cap_s, seed=config.model_seed), replay=replay,
                 progress=progress)
             rewards = {"group_reward_means": [g.mean for g in grpo.groups],
                        "group_reward_variances": [g.variance for g in grpo.groups],

