@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,21 @@ def folder_sha256(path: str | os.PathLike[str]) -> str:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
+
+
+def build_once(path: str | os.PathLike[str], build: Callable[[Path], None]) -> Path:
+    """The checkpoint at ``path``, built by ``build(folder)`` (which writes its metadata) when
+    absent: into a sibling folder renamed into place, so a crash mid-build never leaves a
+    half-written checkpoint behind."""
+    path = Path(path)
+    if read_meta(path) is None:
+        tmp = path.with_name(path.name + ".building")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        build(tmp)
+        shutil.rmtree(path, ignore_errors=True)
+        tmp.rename(path)
+    return path
 
 
 def write_meta(path: str | os.PathLike[str], **info: Any) -> CheckpointMeta:

@@ -16,25 +16,22 @@ import copy
 import hashlib
 import os
 import re
-import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from flywheel_training.checkpoints import folder_sha256, read_meta, write_meta
+from flywheel_training.checkpoints import build_once, folder_sha256, write_meta
+
+if TYPE_CHECKING:
+    from flywheel_training.serve.models import ModelSource
 
 
-def source_digest(model: str) -> tuple[str, str]:
-    """(short name, sha256 of the weights' source) for ``model``: the GGUF file's bytes, or
-    the folder's files, so a different model never reuses another's converted base."""
-    from flywheel_training.serve.models import resolve_model
-
-    source = resolve_model(model)
+def source_digest(source: ModelSource) -> tuple[str, str]:
+    """(short name, sha256 of the weights' source): the GGUF file's bytes, or the folder's
+    files, so a different model never reuses another's converted base."""
     if source.is_gguf:
-        digest = hashlib.sha256()
         with source.path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        sha = digest.hexdigest()
+            sha = hashlib.file_digest(handle, "sha256").hexdigest()
     else:
         sha = folder_sha256(source.path)
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", source.name).strip("-") or "model", sha
@@ -44,41 +41,40 @@ def ensure_pretrained_base(model: str, checkpoints: str | os.PathLike[str],
                            log: Callable[[str], None] | None = None) -> Path:
     """The converted checkpoint of ``model`` under ``checkpoints``, written on first use
     (atomically: a crash mid-write never leaves a half-written base)."""
-    import torch
-    from transformers import AutoModelForCausalLM
+    from flywheel_training.serve.models import resolve_model
 
-    from flywheel_training.serve.models import load_model, resolve_model
-
-    name, sha = source_digest(model)
+    source = resolve_model(model)
+    name, sha = source_digest(source)
     path = Path(checkpoints) / f"base-{name}-{sha[:12]}"
-    if read_meta(path) is not None:
-        return path
-    if log:
-        log(f"converting the pretrained base {model!r} into {path}")
-    tokenizer, loaded = load_model(resolve_model(model), chat_template="auto")
-    config = copy.deepcopy(loaded.config)
-    # a GGUF load records its quantisation; kept, it makes trainers refuse the (dequantised) weights
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    config.name_or_path = ""
-    torch.manual_seed(0)  # the fresh model's random init is overwritten, but keep it seeded anyway
-    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
-    tied = set(getattr(fresh, "_tied_weights_keys", None) or ())
-    if unexpected or set(missing) - tied:
-        raise ValueError(f"{model}: the loaded weights do not fit a fresh {type(fresh).__name__} "
-                         f"(missing {sorted(set(missing) - tied)[:5]}, unexpected {sorted(unexpected)[:5]})")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tmp = path.with_name(path.name + ".building")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    fresh.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    write_meta(tmp, kind="base", data_counts={"parameters": sum(p.numel() for p in fresh.parameters())},
-               metrics={"pretrained_from": str(model), "source_sha256": sha})
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
-    if log:
-        log(f"pretrained base ready: {path}")
-    return path
+
+    def convert(folder: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from flywheel_training.serve.models import load_model
+
+        if log:
+            log(f"converting the pretrained base {model!r} into {path}")
+        tokenizer, loaded = load_model(source, chat_template="auto")
+        config = copy.deepcopy(loaded.config)
+        # a GGUF load records its quantisation; kept, it makes trainers refuse the (dequantised) weights
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config.name_or_path = ""
+        torch.manual_seed(0)  # the fresh model's random init is overwritten, but keep it seeded anyway
+        fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
+        tied = set(getattr(fresh, "_tied_weights_keys", None) or ())
+        if unexpected or set(missing) - tied:
+            raise ValueError(f"{model}: the loaded weights do not fit a fresh {type(fresh).__name__} "
+                             f"(missing {sorted(set(missing) - tied)[:5]}, unexpected {sorted(unexpected)[:5]})")
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        fresh.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        write_meta(folder, kind="base", data_counts={"parameters": sum(p.numel() for p in fresh.parameters())},
+                   metrics={"pretrained_from": str(model), "source_sha256": sha})
+        if log:
+            log(f"pretrained base ready: {path}")
+
+    return build_once(path, convert)

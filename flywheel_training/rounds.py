@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from flywheel_assets.world.tasks import SIMULATOR_FAILURES, Score, TaskInstance, Trajectory
-from flywheel_training.checkpoints import CheckpointMeta, folder_sha256, read_meta, write_meta
+from flywheel_training.checkpoints import CheckpointMeta, build_once, folder_sha256, read_meta, write_meta
 from flywheel_training.config import TrainingConfig
 from flywheel_training.plan import TrainingPlan
 from flywheel_training.tiny import TinyConfig
@@ -32,15 +32,11 @@ def ensure_base(path: str | os.PathLike[str], config: TinyConfig | None = None,
     """The embedded base checkpoint at ``path``, built (deterministically) if absent."""
     from flywheel_training.tiny import build_tiny
 
-    path = Path(path)
-    if read_meta(path) is None:
-        tmp = path.with_name(path.name + ".building")
-        shutil.rmtree(tmp, ignore_errors=True)
-        build_tiny(tmp, config or TinyConfig(), log=log)
-        write_meta(tmp, kind="base")
-        shutil.rmtree(path, ignore_errors=True)
-        tmp.rename(path)  # a crash mid-build never leaves a half-written base behind
-    return path
+    def build(folder: Path) -> None:
+        build_tiny(folder, config or TinyConfig(), log=log)
+        write_meta(folder, kind="base")
+
+    return build_once(path, build)
 
 
 def _teacher_wins(trajectories: Sequence[Trajectory], scores: Sequence[Score], teacher_name: str) -> list[Trajectory]:

@@ -6,9 +6,7 @@ Quality is not asserted (at 135M it rarely calls a tool); the real path is."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,16 +20,11 @@ from flywheel_training.chat import qwen3_training_template
 from flywheel_training.policies.openai_compat import OpenAICompatiblePolicy
 from flywheel_training.serve import ModelNotFound, resolve_model, serve_in_subprocess, smollm2_path
 from flywheel_training.serve import models
-from flywheel_training.serve.models import GGUF_INSTALL, SMOLLM2_INSTALL, renders_tools
+from flywheel_training.serve.models import renders_tools
 
 LOOKUP_TOOL = {"type": "function", "function": {
     "name": "get_order_details", "description": "Look up an order by its id.",
     "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}}}
-
-
-@pytest.fixture(scope="module")
-def gguf_path(smollm2_gguf: Path) -> Path:
-    return smollm2_gguf
 
 
 def plain_tokenizer(template: str):
@@ -53,14 +46,14 @@ def test_a_missing_package_is_reported_with_its_install_command(monkeypatch: pyt
         smollm2_path()
 
 
-def test_the_shortcut_a_gguf_file_and_a_folder_resolve(gguf_path: Path, tmp_path: Path):
-    assert gguf_path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and gguf_path.stat().st_size > 50_000_000
+def test_the_shortcut_a_gguf_file_and_a_folder_resolve(smollm2_gguf: Path, tmp_path: Path):
+    assert smollm2_gguf.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and smollm2_gguf.stat().st_size > 50_000_000
     shortcut = resolve_model("smollm2")
-    assert (shortcut.path, shortcut.name, shortcut.is_gguf) == (gguf_path, "smollm2", True)
-    by_file = resolve_model(gguf_path)
-    assert by_file.is_gguf and by_file.folder == gguf_path.parent and by_file.name == gguf_path.stem
+    assert (shortcut.path, shortcut.name, shortcut.is_gguf) == (smollm2_gguf, "smollm2", True)
+    by_file = resolve_model(smollm2_gguf)
+    assert by_file.is_gguf and by_file.folder == smollm2_gguf.parent and by_file.name == smollm2_gguf.stem
     other_name = tmp_path / "weights.bin"
-    other_name.symlink_to(gguf_path)
+    other_name.symlink_to(smollm2_gguf)
     assert resolve_model(gguf=other_name).is_gguf and resolve_model(gguf=other_name).name == "weights"
     folder = resolve_model(tmp_path)
     assert not folder.is_gguf and folder.folder == tmp_path
@@ -85,10 +78,10 @@ def test_the_cli_refuses_a_missing_model_with_a_message_not_a_traceback(tmp_path
     assert "no such folder or file" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_smollm2s_own_template_is_detected_as_unable_to_render_tools(gguf_path: Path):
+def test_smollm2s_own_template_is_detected_as_unable_to_render_tools(smollm2_gguf: Path):
     from gguf import GGUFReader
 
-    field = GGUFReader(gguf_path).fields["tokenizer.chat_template"]
+    field = GGUFReader(smollm2_gguf).fields["tokenizer.chat_template"]
     own_template = bytes(field.parts[field.data[0]]).decode("utf-8")
     assert "<|im_start|>" in own_template  # ChatML, like the project's template
     assert not renders_tools(plain_tokenizer(own_template))
@@ -98,7 +91,7 @@ def test_smollm2s_own_template_is_detected_as_unable_to_render_tools(gguf_path: 
 # --- served for real ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def served(gguf_path: Path) -> Iterator[str]:
+def served(smollm2_gguf: Path) -> Iterator[str]:
     with serve_in_subprocess("smollm2", ready_timeout_s=300) as url:
         yield url
 
