@@ -27,7 +27,10 @@ Every other setting comes from the FLYWHEEL_* environment, as in ``flywheel run`
 comparison on a pretrained small model is, for example,
 ``FLYWHEEL_BASE_MODEL=smollm2 FLYWHEEL_SFT_LEARNING_RATE=2e-5 FLYWHEEL_RFT_LEARNING_RATE=1e-5
 FLYWHEEL_GRPO_LEARNING_RATE=1e-6 python benchmarks/efficacy.py`` (on a GPU: see the README
-for its cost on CPU).
+for its cost on CPU), and a sharper aim (the worst half of a round's instances as parents, in
+both arms, with twice the variants each) is ``FLYWHEEL_HARD_SAMPLE_SHARE=0.5
+FLYWHEEL_AUGMENT_PER_FAILURE=4 python benchmarks/efficacy.py``. ``benchmarks/limits.py``
+measures, on the homes this leaves, how far the arms' data differ and how much a round learns.
 """
 
 from __future__ import annotations

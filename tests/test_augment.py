@@ -96,17 +96,24 @@ def test_filter_drops_variants_whose_solvers_disagree_on_the_final_world(failed)
         consistency_filter([lenient], [teacher], max_turns=30)
 
 
-def test_the_uniform_control_augments_as_many_parents_drawn_regardless_of_failure():
+def _flaky_round(samples: int, fail_share: float):
+    """A small round's instances, a flaky teacher's rollouts of them and their scores."""
     from flywheel_assets.world import pipeline
 
-    config = pipeline.RoundConfig(domains=("retail", "banking"), tasks_per_domain=3, rollouts_per_instance=1,
+    config = pipeline.RoundConfig(domains=("retail", "banking"), tasks_per_domain=3, rollouts_per_instance=samples,
                                   augment_per_failure=1)
     batch = pipeline.seed_tasks(config, "r000")
     instances = pipeline.task_instances(config, "r000", batch, pipeline.behavior_trees(batch.tasks))
-    policy = FlakyTeacher(fail_share=0.3, seed=1)
-    trajectories = run_rollouts(instances, policy)
+    policy = FlakyTeacher(fail_share=fail_share, seed=1)
+    trajectories = run_rollouts(instances, policy, samples=samples)
     by_id = {i.instance_id: i for i in instances}
-    scores = [score(by_id[t.instance_id], t) for t in trajectories]
+    return config, instances, policy, trajectories, [score(by_id[t.instance_id], t) for t in trajectories]
+
+
+def test_the_uniform_control_augments_as_many_parents_drawn_regardless_of_failure():
+    from flywheel_assets.world import pipeline
+
+    config, instances, policy, trajectories, scores = _flaky_round(samples=1, fail_share=0.3)
     failed = {s.instance_id for s in scores if not s.success}
     assert 0 < len(failed) < len(instances)
     targeted = pipeline.hard_samples(config, "r000", instances, trajectories, scores, policy.name)
@@ -119,6 +126,31 @@ def test_the_uniform_control_augments_as_many_parents_drawn_regardless_of_failur
     with pytest.raises(ValueError, match="hard_sample_parents"):
         pipeline.hard_samples(config.replace(hard_sample_parents="hardest"), "r000", instances,
                               trajectories, scores, policy.name)
+
+
+def test_a_hard_sample_share_keeps_the_lowest_reward_failures_and_the_control_draws_as_many():
+    from flywheel_assets.world import pipeline
+
+    config, instances, policy, trajectories, scores = _flaky_round(samples=2, fail_share=0.6)
+    rewards: dict[str, list[float]] = {}
+    for s in scores:
+        rewards.setdefault(s.instance_id, []).append(s.reward)
+    failed = sorted({s.instance_id for s in scores if not s.success},
+                    key=lambda i: (sum(rewards[i]) / len(rewards[i]), i))
+    limit = len(instances) // 4
+    assert limit < len(failed)
+
+    def parents(**change) -> set[str]:
+        report = pipeline.hard_samples(config.replace(**change), "r000", instances, trajectories, scores, policy.name)
+        return {r["parent_id"] for r in report.records}
+
+    assert parents() == set(failed)  # the default share, 1, keeps every failure
+    aimed = parents(hard_sample_share=limit / len(instances))
+    assert aimed == set(failed[:limit])
+    assert max(sum(rewards[i]) for i in aimed) <= min(sum(rewards[i]) for i in set(failed) - aimed)
+    control = parents(hard_sample_share=limit / len(instances), hard_sample_parents="uniform")
+    assert len(control) == limit and control != aimed
+    assert parents(hard_sample_share=0) == set()
 
 
 def test_carrying_is_capped_one_variant_per_failure_before_a_second_of_any(failed):

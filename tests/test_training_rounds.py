@@ -156,3 +156,28 @@ def test_each_round_plays_the_external_benchmark_it_is_asked_to(trained):
         assert 0.0 <= row["value"] <= 1.0 and row["model"] == f"embedded:{checkpoint['checkpoint_id'][:12]}"
     edges = store.records("SELECT relation, parent_id FROM lineage WHERE relation LIKE 'external_evaluation_of:%'")
     assert {e["relation"] for e in edges} == {"external_evaluation_of:bfcl"} and len(edges) == 2
+
+
+def test_the_limits_benchmark_measures_the_rounds_failures_parents_and_training_coverage(trained):
+    import importlib.util
+
+    from flywheel_training.config import TrainingConfig
+
+    spec = importlib.util.spec_from_file_location("limits", Path(__file__).parents[1] / "benchmarks" / "limits.py")
+    limits = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(limits)
+    _, store = trained
+    scores = [r for r in store.read_round("rubric_scores", "r001") if r["role"] == "policy"]
+    played, failed = limits.failed_instances(store, "r001")
+    assert played == {r["instance_id"] for r in scores}
+    assert failed == {r["instance_id"] for r in scores if not r["success"]}
+    [row] = limits.data_and_signal(store, TrainingConfig(**TINY_TRAINING))  # r000 is the SFT cold start
+    [checkpoint] = store.read_round("policy_checkpoints", "r001")
+    counts = checkpoint["data_counts"]
+    parents = {r["parent_id"] for r in store.read_round("hard_samples", "r001")}
+    assert (row["round"], row["instances"], row["failed"], row["parents"]) == ("r001", len(played), len(failed),
+                                                                               len(parents))
+    assert parents and row["parents_failed_share"] == 1.0  # the flywheel augments failures only
+    pool = counts["rows"] * 6  # each row and its 5 renamed-id copies; 2 steps draw 2 conversations each
+    assert row["rft_distinct_coverage"] == pytest.approx(1 - (1 - 4 / pool) ** 6)
+    assert row["grpo_signal_share"] == pytest.approx(1 - counts["grpo_saturated_groups"] / counts["grpo_groups"])

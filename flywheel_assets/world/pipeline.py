@@ -72,6 +72,13 @@ class RoundConfig(SettingsGroup):
                                        choices=lambda: HARD_SAMPLE_PARENTS,
                                        help="failures (the flywheel) or uniform (the efficacy control: as many "
                                             "parents drawn uniformly, failed or not)")
+    # A failure is any failed rollout, and at rollout temperature a trained policy fails most
+    # of a round that way (benchmarks/limits.py measures it): the aim then barely differs
+    # from a uniform draw. A share below 1 keeps the worst failures only.
+    hard_sample_share: float = setting(1.0, env="FLYWHEEL_HARD_SAMPLE_SHARE", ge=0, le=1,
+                                       help="at most this share of the round's played instances become hard-sample "
+                                            "parents: its failures with the lowest mean rollout reward first (1: "
+                                            "every failure; 0: no hard samples); the uniform control draws as many")
     # Off by default: the untrained base solves nothing, so its rollouts made every r000
     # instance a "failure" and the flywheel's first hard samples aimed at nothing in particular.
     first_round_policy_rollouts: bool = setting(
@@ -305,7 +312,8 @@ def hard_samples(config: RoundConfig, round_key: str, instances: Sequence[TaskIn
         if not s.success and s.instance_id not in failed:
             failed[s.instance_id] = (by_id[s.instance_id], s)
             failure_types[s.instance_id] = failure_type(s, trajectory_of[s.trajectory_id]) or "missed_subgoal"
-    parents = list(failed.values())
+    policy_scores = [s for s in scores if trajectory_of[s.trajectory_id].policy == policy_name]
+    parents = _worst_failures(failed, policy_scores, int(config.hard_sample_share * len(first_score)))
     if config.hard_sample_parents == "uniform":
         drawn = random.Random(f"{config.seed}/{round_key}/uniform-parents").sample(
             sorted(first_score), min(len(parents), len(first_score)))
@@ -313,3 +321,17 @@ def hard_samples(config: RoundConfig, round_key: str, instances: Sequence[TaskIn
     return augment_failures(parents, round_key=round_key, seed=config.seed,
                             solvers=solvers or default_solvers(), per_failure=config.augment_per_failure,
                             failure_types=failure_types, max_turns=config.max_turns, user_factory=user_factory, backend_for=backend_for)
+
+
+def _worst_failures(failed: dict[str, tuple[TaskInstance, Score]], scores: Sequence[Score],
+                    limit: int) -> list[tuple[TaskInstance, Score]]:
+    """The failures, or when there are more than ``limit``, the ``limit`` with the lowest mean
+    reward over their policy rollouts (``scores``; ties by instance id), in the order they failed."""
+    if len(failed) <= limit:
+        return list(failed.values())
+    rewards: dict[str, list[float]] = {}
+    for s in scores:
+        if s.instance_id in failed:
+            rewards.setdefault(s.instance_id, []).append(s.reward)
+    worst = set(sorted(failed, key=lambda i: (sum(rewards[i]) / len(rewards[i]), i))[:limit])
+    return [parent for i, parent in failed.items() if i in worst]

@@ -1,0 +1,169 @@
+"""What limits the flywheel's lead over the uniform control? Measurements on the homes that
+``benchmarks/efficacy.py`` leaves in its ``--out`` folder (run that first).
+
+    python benchmarks/limits.py [--out .flywheel/efficacy] [--trials 2] [--sample 200]
+
+Three candidate limits, each measured per arm and seed, round by round:
+
+- **data**: the arms differ only in which instances the hard-samples stage augments. The
+  control draws as many parents uniformly as the flywheel has failures, so part of its
+  parents are failures too; where both arms play the same rollouts (r001: same cold start,
+  same seed) the overlap of the two parent sets is measured directly. Also: the share of
+  each round's RFT rows that are hard-sample solutions, and the expected share of distinct
+  rows RFT draws at least once (steps × batch draws from rows × (1 + id copies)).
+- **reward signal**: GRPO's groups with a reward difference (the rest give no gradient).
+- **capacity and training per round**: a checkpoint played (``--trials`` trials at the
+  held-out temperature) on up to ``--sample`` instances it was trained on, against its
+  held-out pass^1: the cold start's checkpoint on the instances of its own SFT data, and each
+  run's last checkpoint on its last round's instances and kept hard samples (the RFT data's
+  instances), also played by the checkpoint that round started from. A checkpoint that
+  solves the instances it trained on but not held-out ones is limited by generalisation; one
+  that gains little on its own training instances is limited by how much a round trains.
+
+Prints tables and writes <out>/limits.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from flywheel_assets.resources import TrainingResource  # noqa: E402
+from flywheel_assets.store import Warehouse  # noqa: E402
+from flywheel_assets.store.rows import instances_from_rows  # noqa: E402
+from flywheel_assets.world.pipeline import RoundConfig  # noqa: E402
+from flywheel_assets.world.tasks import TaskInstance  # noqa: E402
+from flywheel_training.config import TrainingConfig  # noqa: E402
+from flywheel_training.evals.heldout import evaluate  # noqa: E402
+
+
+def warehouse(home: Path) -> Warehouse:
+    return Warehouse(home / ".flywheel" / "warehouse.duckdb")
+
+
+def failed_instances(store: Warehouse, round_key: str) -> tuple[set[str], set[str]]:
+    """(every instance the round's policy played, those with at least one failed rollout):
+    the stage's own definition of a failure (``pipeline.hard_samples``)."""
+    rows = store.records("SELECT instance_id, bool_and(success) AS solved FROM rubric_scores "
+                         "WHERE round = ? AND role = 'policy' GROUP BY instance_id", [round_key])
+    return {r["instance_id"] for r in rows}, {r["instance_id"] for r in rows if not r["solved"]}
+
+
+def parents(store: Warehouse, round_key: str) -> set[str]:
+    return {r["parent_id"] for r in store.records(
+        "SELECT DISTINCT parent_id FROM hard_samples WHERE round = ?", [round_key])}
+
+
+def data_and_signal(store: Warehouse, config: TrainingConfig) -> list[dict[str, Any]]:
+    """Per continuation round: failures, the hard-sample parents' failure share, the RFT mix
+    and coverage, and GRPO's groups with signal."""
+    table = []
+    for ck in store.records("SELECT round, data_counts, plan FROM policy_checkpoints WHERE kind != 'sft' "
+                            "ORDER BY round"):
+        round_key, counts = ck["round"], ck["data_counts"]
+        played, failed = failed_instances(store, round_key)
+        drawn = parents(store, round_key)
+        rft = next(s for s in ck["plan"]["executed"] if s["stage"] == "rft")
+        pool = counts["rows"] * (1 + config.id_augment)
+        draws = min(pool, rft["steps"] * config.batch_size)
+        table.append({
+            "round": round_key, "instances": len(played), "failed": len(failed),
+            "parents": len(drawn), "parents_failed_share": len(drawn & failed) / len(drawn) if drawn else 0.0,
+            "rft_rows": counts["rows"], "hard_sample_share": counts["hard_sample_solutions"] / counts["rows"],
+            "rft_distinct_coverage": 1 - (1 - draws / pool) ** (1 + config.id_augment),
+            "grpo_groups": counts["grpo_groups"],
+            "grpo_signal_share": 1 - counts["grpo_saturated_groups"] / counts["grpo_groups"]})
+    return table
+
+
+def capacity(training: TrainingResource, store: Warehouse, round_key: str, trained_on: list[TaskInstance],
+             trials: int, sample: int, max_turns: int) -> dict[str, Any]:
+    """The round's checkpoint on (a sample of) instances it trained on, before its training (the
+    checkpoint it started from; not for the built base, which solves nothing) and after, beside
+    its held-out pass^1."""
+    checkpoint = store.read_round("policy_checkpoints", round_key)[0]
+    heldout = store.records("SELECT pass_1, pass_1_low, pass_1_high FROM evaluations WHERE round = ? "
+                            "AND group_name = 'all' AND subject = 'checkpoint'", [round_key])[0]
+    instances = random.Random(f"limits/{round_key}").sample(trained_on, min(sample, len(trained_on)))
+
+    def pass_1(path: str, checkpoint_id: str) -> tuple[float, list[float]]:
+        policy = training.load_policy(Path(path), f"embedded:{checkpoint_id[:12]}",
+                                      temperature=training.eval_temperature)
+        overall = evaluate(policy, instances, trials=trials, max_turns=max_turns).overall()
+        return overall["pass^1"], list(overall["pass^1_ci"])
+
+    after, after_ci = pass_1(checkpoint["path"], checkpoint["checkpoint_id"])
+    before, before_ci = (pass_1(checkpoint["base_path"], checkpoint["base_checkpoint"])
+                         if checkpoint["base_checkpoint"] else (None, None))
+    return {"round": round_key, "trained_instances": len(instances), "before_pass_1": before,
+            "before_pass_1_ci": before_ci, "after_pass_1": after, "after_pass_1_ci": after_ci,
+            "heldout_pass_1": heldout["pass_1"], "heldout_pass_1_ci": [heldout["pass_1_low"], heldout["pass_1_high"]]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=".flywheel/efficacy", help="benchmarks/efficacy.py's --out")
+    parser.add_argument("--trials", type=int, default=2, help="trials per trained-on instance")
+    parser.add_argument("--sample", type=int, default=200,
+                        help="trained-on instances per checkpoint (0: skip the capacity measurement)")
+    args = parser.parse_args()
+    out = Path(args.out).resolve()
+    config = TrainingConfig.from_env(checkpoint_dir=str(out / "shared"))
+    training = TrainingResource(**config.values())
+    max_turns = RoundConfig().max_turns
+    homes = sorted(p for p in out.iterdir() if (p / ".flywheel" / "warehouse.duckdb").exists())
+    if not homes:
+        raise SystemExit(f"no run homes in {out}: run benchmarks/efficacy.py --out {args.out} first")
+    report: dict[str, Any] = {"data": {}, "capacity": {}, "overlap": {}}
+
+    print("data and reward signal per continuation round")
+    print(f"{'run':>16} {'round':>5} {'failed/played':>13} {'parents failed':>14} {'hard-sample rows':>16} "
+          f"{'RFT rows seen':>13} {'GRPO groups w/ signal':>21}")
+    for home in homes:
+        if home.name.startswith("coldstart"):
+            continue
+        rows = report["data"][home.name] = data_and_signal(warehouse(home), config)
+        for r in rows:
+            print(f"{home.name:>16} {r['round']:>5} {r['failed']:>6}/{r['instances']:<6} "
+                  f"{r['parents_failed_share']:>14.2f} {r['hard_sample_share']:>16.2f} "
+                  f"{r['rft_distinct_coverage']:>13.2f} {r['grpo_signal_share']:>21.2f}")
+
+    print("\nparents shared by the two arms where they play the same rollouts (r001, same seed)")
+    for fly in (h for h in homes if h.name.startswith("flywheel-")):
+        control = out / fly.name.replace("flywheel-", "control-")
+        fly_parents, ctl_parents = parents(warehouse(fly), "r001"), parents(warehouse(control), "r001")
+        _, failed = failed_instances(warehouse(fly), "r001")
+        shared = len(fly_parents & ctl_parents)
+        report["overlap"][fly.name] = {"flywheel": len(fly_parents), "control": len(ctl_parents), "shared": shared,
+                                       "control_failed": len(ctl_parents & failed)}
+        print(f"  {fly.name}: flywheel {len(fly_parents)} parents (all failed), control {len(ctl_parents)} "
+              f"({len(ctl_parents & failed)} failed); {shared} in both")
+
+    if args.sample > 0:
+        print(f"\ncapacity: pass^1 ({args.trials} trials, T={training.eval_temperature}) on instances the checkpoint "
+              f"trained on, against held-out")
+    for home in homes if args.sample > 0 else []:
+        store = warehouse(home)
+        last = store.records("SELECT max(round) AS round FROM policy_checkpoints")[0]["round"]
+        trained_on = instances_from_rows(store.read_round("task_instances", last))
+        trained_on += instances_from_rows(r for r in store.read_round("hard_samples", last) if r["kept"])
+        row = report["capacity"][home.name] = capacity(training, store, last, trained_on, args.trials,
+                                                        args.sample, max_turns)
+        before = (f"{row['before_pass_1']:.3f} [{row['before_pass_1_ci'][0]:.3f}, {row['before_pass_1_ci'][1]:.3f}]"
+                  if row["before_pass_1"] is not None else "- (the built base)")
+        print(f"  {home.name:>16} {last} on {row['trained_instances']} trained-on instances: before {before}, "
+              f"after {row['after_pass_1']:.3f} [{row['after_pass_1_ci'][0]:.3f}, {row['after_pass_1_ci'][1]:.3f}]; "
+              f"held-out {row['heldout_pass_1']:.3f} [{row['heldout_pass_1_ci'][0]:.3f}, "
+              f"{row['heldout_pass_1_ci'][1]:.3f}]", flush=True)
+    (out / "limits.json").write_text(json.dumps(report, indent=2))
+    print(f"written: {out / 'limits.json'}")
+
+
+if __name__ == "__main__":
+    main()
