@@ -116,7 +116,7 @@ def main() -> None:
     out = Path(args.out).resolve()
     config = TrainingConfig.from_env(checkpoint_dir=str(out / "shared"))
     training = TrainingResource(**config.values())
-    max_turns = RoundConfig().max_turns
+    max_turns = RoundConfig.from_env().max_turns  # as the runs read it
     homes = sorted(p for p in out.iterdir() if (p / ".flywheel" / "warehouse.duckdb").exists())
     if not homes:
         raise SystemExit(f"no run homes in {out}: run benchmarks/efficacy.py --out {args.out} first")

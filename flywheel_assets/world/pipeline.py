@@ -305,15 +305,16 @@ def hard_samples(config: RoundConfig, round_key: str, instances: Sequence[TaskIn
     failed: dict[str, tuple[TaskInstance, Score]] = {}
     failure_types: dict[str, str] = {}
     first_score: dict[str, Score] = {}
+    rewards: dict[str, list[float]] = {}
     for s in scores:
         if trajectory_of[s.trajectory_id].policy != policy_name:
             continue
         first_score.setdefault(s.instance_id, s)
+        rewards.setdefault(s.instance_id, []).append(s.reward)
         if not s.success and s.instance_id not in failed:
             failed[s.instance_id] = (by_id[s.instance_id], s)
             failure_types[s.instance_id] = failure_type(s, trajectory_of[s.trajectory_id]) or "missed_subgoal"
-    policy_scores = [s for s in scores if trajectory_of[s.trajectory_id].policy == policy_name]
-    parents = _worst_failures(failed, policy_scores, int(config.hard_sample_share * len(first_score)))
+    parents = _worst_failures(failed, rewards, int(config.hard_sample_share * len(first_score)))
     if config.hard_sample_parents == "uniform":
         drawn = random.Random(f"{config.seed}/{round_key}/uniform-parents").sample(
             sorted(first_score), min(len(parents), len(first_score)))
@@ -323,15 +324,11 @@ def hard_samples(config: RoundConfig, round_key: str, instances: Sequence[TaskIn
                             failure_types=failure_types, max_turns=config.max_turns, user_factory=user_factory, backend_for=backend_for)
 
 
-def _worst_failures(failed: dict[str, tuple[TaskInstance, Score]], scores: Sequence[Score],
+def _worst_failures(failed: dict[str, tuple[TaskInstance, Score]], rewards: dict[str, list[float]],
                     limit: int) -> list[tuple[TaskInstance, Score]]:
     """The failures, or when there are more than ``limit``, the ``limit`` with the lowest mean
-    reward over their policy rollouts (``scores``; ties by instance id), in the order they failed."""
+    of their policy rollouts' ``rewards`` (ties by instance id), in the order they failed."""
     if len(failed) <= limit:
         return list(failed.values())
-    rewards: dict[str, list[float]] = {}
-    for s in scores:
-        if s.instance_id in failed:
-            rewards.setdefault(s.instance_id, []).append(s.reward)
     worst = set(sorted(failed, key=lambda i: (sum(rewards[i]) / len(rewards[i]), i))[:limit])
     return [parent for i, parent in failed.items() if i in worst]
