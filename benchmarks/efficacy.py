@@ -178,9 +178,20 @@ def main() -> None:
           f"{sum(seconds['flywheel']):.0f}s, control {sum(seconds['control']):.0f}s)")
     (out / "efficacy.json").write_text(json.dumps(
         {"table": table, "curves": curves, "seconds": seconds, "knobs": knobs, "training": training,
-         "seeds": args.seeds, "workers": args.workers,
+         "seeds": args.seeds, "workers": args.workers, "machine": machine(),
          "total_seconds": total}, indent=2, default=str))
     print(f"written: {out / 'efficacy.json'}")
+
+
+def machine() -> dict[str, Any]:
+    """What the figures depend on beyond the settings: float kernels differ between CPU
+    instruction sets, so the same seed gives other checkpoints on another kind of CPU."""
+    import platform
+
+    import torch
+
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpus": os.cpu_count(),
+            "machine": platform.machine(), "torch": torch.__version__}
 
 
 if __name__ == "__main__":
