@@ -70,3 +70,69 @@ def test_long_conversations_are_truncated_keeping_the_system_prompt(base, instan
     assert "SYSTEM-PROMPT-MARKER" in text and "LAST-TURN-MARKER" in text and "turn 0 " not in text
     reply = policy.generate([PolicyRequest(messages, [], instances[0])])[0]
     assert reply["role"] == "assistant"
+
+
+def _converse(policy, instances, turns):
+    """Three conversations of different lengths, batched, each reply followed by a user turn."""
+    chats = [[{"role": "system", "content": "You are an agent."}, {"role": "user", "content": "hello " * n}]
+             for n in (1, 6, 11)]
+    for turn in range(turns):
+        replies = policy.generate([PolicyRequest(c, [], instances[i % 2], sample=i) for i, c in enumerate(chats)])
+        for chat, reply in zip(chats, replies):
+            chat += [reply, {"role": "user", "content": f"turn {turn}: go on " + "please " * turn}]
+    return chats
+
+
+def test_prefix_cache_reuses_earlier_turns_and_changes_nothing(base, instances):
+    """Each turn reuses the keys and values of the tokens the episode's last turn ran, and
+    the conversations come out exactly as when every turn recomputes its whole prompt."""
+    settings = dict(max_new_tokens=16, max_batch_size=2)
+    cached = LocalTransformersPolicy(base, settings=GenerationSettings(**settings))
+    plain = LocalTransformersPolicy(base, settings=GenerationSettings(**settings, prefix_cache=False))
+    assert _converse(cached, instances, 4) == _converse(plain, instances, 4)
+    assert plain.cache is None
+    # every turn after the first found its conversation's earlier tokens: most of the prompt
+    assert cached.cache.reused_tokens > 0.5 * cached.prompt_tokens
+    assert len(cached.cache.entries) == 3
+    cached.generate([PolicyRequest([{"role": "user", "content": "hi"}], [], instances[0], sample=7)])
+    assert list(cached.cache.entries) == [f"{instances[0].instance_id}/7"]  # ended episodes are forgotten
+
+
+def test_prefix_cache_falls_back_when_the_conversation_changes(base, instances):
+    """Reuse follows token ids only: an edited earlier message reuses just the prefix
+    before the edit, and the reply is the one a fresh prompt gets."""
+    policy = LocalTransformersPolicy(base, settings=GenerationSettings(max_new_tokens=10))
+    fresh = LocalTransformersPolicy(base, settings=GenerationSettings(max_new_tokens=10, prefix_cache=False))
+    history = [{"role": "system", "content": "You are an agent."}, {"role": "user", "content": "first question"}]
+    policy.generate([PolicyRequest(history, [], instances[0])])
+    edited = [history[0], {"role": "user", "content": "a different first question"},
+              {"role": "assistant", "content": "ok"}, {"role": "user", "content": "and then?"}]
+    reused_before = policy.cache.reused_tokens
+    reply = policy.generate([PolicyRequest(edited, [], instances[0])])
+    reused = policy.cache.reused_tokens - reused_before
+    assert 0 < reused < len(policy.prompt_ids(edited, []))
+    assert reply == fresh.generate([PolicyRequest(edited, [], instances[0])])
+
+
+def test_sampled_generation_is_the_same_with_the_prefix_cache(base, instances):
+    settings = dict(max_new_tokens=12, temperature=1.0, seed=3, max_batch_size=2)
+    sampled = _converse(LocalTransformersPolicy(base, settings=GenerationSettings(**settings)), instances, 3)
+    plain = LocalTransformersPolicy(base, settings=GenerationSettings(**settings, prefix_cache=False))
+    assert sampled == _converse(plain, instances, 3)
+
+
+def test_each_row_samples_from_its_own_seed():
+    torch = pytest.importorskip("torch")
+    from flywheel_training.policies.sampling import RowSeededSampler
+
+    logits = torch.tensor([[2.0, 1.0, 0.5, 0.0]] * 3)
+    alone = RowSeededSampler([7], temperature=1.0)
+    together = RowSeededSampler([1, 7, 2], temperature=1.0)
+    for _ in range(20):  # row 7's draws do not depend on the rows beside it
+        assert alone(None, logits[:1]).argmax(-1).item() == together(None, logits)[1].argmax(-1).item()
+    draws = RowSeededSampler(range(400), temperature=1.0)(None, torch.tensor([[2.0, 1.0, 0.5, 0.0]] * 400))
+    picked = draws.argmax(-1)
+    assert torch.isinf(draws).sum(-1).eq(3).all()  # one token left per row
+    assert picked.eq(0).float().mean().item() > 0.4 and picked.eq(3).any()  # ~ softmax: 0.58 .. 0.08
+    nucleus = RowSeededSampler(range(200), temperature=1.0, top_p=0.5)(None, torch.tensor([[2.0, 1.0, 0.5, 0.0]] * 200))
+    assert nucleus.argmax(-1).eq(0).all()  # the top token alone holds 0.58 >= top_p

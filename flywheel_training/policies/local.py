@@ -2,7 +2,9 @@
 
 Every call of ``generate`` renders all live conversations with the chat template (and the
 model's prompt view), sorts them by length so left padding wastes little, and runs
-``model.generate`` (KV cache) on batches of them. Output is parsed with
+``model.generate`` (KV cache) on batches of them. With ``prefix_cache`` (the default for a
+model loaded from disk), each episode's next turn reuses the keys and values of the tokens
+its last turn ran (``prefix_cache.py``), so a turn computes its new messages only. Output is parsed with
 ``chat.parse_assistant``; whatever the model writes comes back as a message, so garbage is
 an observation for the environment, never an exception.
 """
@@ -18,6 +20,7 @@ from typing import Any
 from flywheel_assets.world.rollout import PolicyRequest
 from flywheel_assets.world.tasks import stable_id
 from flywheel_training.chat import apply_view, parse_assistant, prompt_view, render
+from flywheel_training.policies.prefix_cache import PrefixCache, plan_batches, use_grouped_query_attention
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -25,9 +28,9 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 @dataclass
 class GenerationSettings:
-    """``temperature == 0`` is greedy. With sampling, the random stream is seeded from
-    ``seed`` and the batch's conversations (instance, sample index, turn), so a run repeats
-    exactly and the samples of one instance differ."""
+    """``temperature == 0`` is greedy. With sampling, every conversation draws from its own
+    generator, seeded from ``seed`` and the conversation (instance, sample index, turn), so a
+    run repeats exactly whatever the batching, and the samples of one instance differ."""
 
     max_new_tokens: int = 128
     temperature: float = 0.0
@@ -35,6 +38,7 @@ class GenerationSettings:
     seed: int = 0
     max_batch_size: int = 32
     max_prompt_tokens: int | None = None  # None: the model's context minus max_new_tokens
+    prefix_cache: bool = True  # reuse an episode's keys and values from its last turn (fixed weights only)
 
 
 class LocalTransformersPolicy:
@@ -49,15 +53,18 @@ class LocalTransformersPolicy:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device == "cuda" else torch.float32)
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).to(device)
+        use_grouped_query_attention(model)  # this policy's own copy: a trainer's model keeps its attention
         self._setup(model, AutoTokenizer.from_pretrained(model_path), name or f"local:{Path(model_path).name}",
                     settings, str(model_path))
 
     @classmethod
     def from_model(cls, model: Any, tokenizer: Any, *, name: str = "local",
                    settings: GenerationSettings | None = None) -> "LocalTransformersPolicy":
-        """A policy over a model already in memory (the one a trainer is updating)."""
+        """A policy over a model already in memory (the one a trainer is updating). Cached
+        keys and values would go stale when the weights change, so the prefix cache is off
+        unless ``settings`` asks for it (a policy used only between two updates)."""
         policy = cls.__new__(cls)
-        policy._setup(model, tokenizer, name, settings, None)
+        policy._setup(model, tokenizer, name, settings or GenerationSettings(prefix_cache=False), None)
         return policy
 
     def _setup(self, model: Any, tokenizer: Any, name: str, settings: GenerationSettings | None,
@@ -77,6 +84,7 @@ class LocalTransformersPolicy:
         self.stop_ids = self._stop_ids()
         self.generated_tokens = 0  # running totals, for throughput figures
         self.prompt_tokens = 0
+        self.cache = PrefixCache() if self.settings.prefix_cache else None
 
     def _stop_ids(self) -> list[int]:
         ids = {self.tokenizer.eos_token_id}
@@ -109,12 +117,16 @@ class LocalTransformersPolicy:
     # --- generation ----------------------------------------------------------------------
     def generate(self, requests: Sequence[PolicyRequest]) -> list[dict[str, Any]]:
         prompts = [self.prompt_ids(r.messages, r.tools) for r in requests]
-        order = sorted(range(len(requests)), key=lambda i: len(prompts[i]))
+        episodes = [f"{r.instance.instance_id}/{r.sample}" for r in requests]
+        if self.cache is not None:
+            self.cache.keep_only(episodes)
+            needed = [len(p) - self.cache.reusable(e, p) for e, p in zip(episodes, prompts)]
+        else:
+            needed = [len(p) for p in prompts]
         texts: list[str] = [""] * len(requests)
-        size = max(1, self.settings.max_batch_size)
-        for start in range(0, len(order), size):
-            chunk = order[start:start + size]
-            outputs = self.generate_ids([prompts[i] for i in chunk], [self._seed_key(requests[i]) for i in chunk])
+        for chunk in plan_batches(needed, [len(p) for p in prompts], self.settings.max_batch_size):
+            outputs = self.generate_ids([prompts[i] for i in chunk], [self._seed_key(requests[i]) for i in chunk],
+                                        episodes=[episodes[i] for i in chunk], fed=max(needed[i] for i in chunk))
             for i, text in zip(chunk, outputs):
                 texts[i] = text
         return [parse_assistant(t, id_prefix=f"call_{len(r.messages)}_") for t, r in zip(texts, requests)]
@@ -122,21 +134,31 @@ class LocalTransformersPolicy:
     def _seed_key(self, request: PolicyRequest) -> str:
         return f"{request.instance.instance_id}/{request.sample}/{len(request.messages)}"
 
-    def generate_ids(self, prompts: list[list[int]], keys: Sequence[str] = ()) -> list[str]:
-        """Decoded completions for a batch of prompt token ids (left-padded, one call)."""
+    def generate_ids(self, prompts: list[list[int]], keys: Sequence[str] = (), *,
+                     episodes: Sequence[str] = (), fed: int | None = None) -> list[str]:
+        """Decoded completions for a batch of prompt token ids (left-padded, one call). With
+        the prefix cache and ``episodes`` given, every row runs only its last ``fed`` tokens
+        and takes the rest from the cache (each row must have them cached)."""
         import torch
+        from transformers import LogitsProcessorList
 
         width = max(len(p) for p in prompts)
+        use_cache = self.cache is not None and len(episodes) == len(prompts)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
         attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-        sampling = self.settings.temperature > 0
-        kwargs: dict[str, Any] = {"do_sample": sampling, "max_new_tokens": self.settings.max_new_tokens,
+        kwargs: dict[str, Any] = {"do_sample": False, "max_new_tokens": self.settings.max_new_tokens,
                                   "eos_token_id": self.stop_ids, "pad_token_id": pad}
-        if sampling:
-            kwargs.update(temperature=self.settings.temperature, top_p=self.settings.top_p, top_k=0)
-            seed = int(stable_id("gen", self.settings.seed, list(keys)).split("-")[1][:8], 16)
-            torch.manual_seed(seed)
+        if self.settings.temperature > 0:
+            from flywheel_training.policies.sampling import RowSeededSampler
+
+            seeds = [int(stable_id("gen", self.settings.seed, key).split("-")[1][:8], 16)
+                     for key in (keys or [str(row) for row in range(len(prompts))])]
+            kwargs["logits_processor"] = LogitsProcessorList([RowSeededSampler(
+                seeds, temperature=self.settings.temperature, top_p=self.settings.top_p, device=self.device)])
+        if use_cache:
+            kwargs["past_key_values"] = self.cache.past(episodes, prompts, min(width, fed or width), width,
+                                                           self.model.config, self.settings.max_new_tokens)
         was_training = self.model.training
         self.model.eval()
         with torch.inference_mode():
@@ -144,6 +166,8 @@ class LocalTransformersPolicy:
         if was_training:
             self.model.train()
         new = out[:, width:]
+        if use_cache:
+            self.cache.store(episodes, prompts, new, width, kwargs["past_key_values"], self.stop_ids)
         self.prompt_tokens += int(attention.sum())
         self.generated_tokens += int((new != pad).sum())
         return self.tokenizer.batch_decode(new, skip_special_tokens=False)
