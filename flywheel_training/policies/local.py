@@ -20,7 +20,7 @@ from typing import Any
 from flywheel_assets.world.rollout import PolicyRequest
 from flywheel_assets.world.tasks import stable_id
 from flywheel_training.chat import apply_view, parse_assistant, prompt_view, render
-from flywheel_training.policies.prefix_cache import PrefixCache, plan_batches, use_grouped_query_attention
+from flywheel_training.policies.prefix_cache import PrefixCache, plan_batches
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -53,7 +53,9 @@ class LocalTransformersPolicy:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device == "cuda" else torch.float32)
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).to(device)
-        use_grouped_query_attention(model)  # this policy's own copy: a trainer's model keeps its attention
+        from flywheel_training.attention import use_flywheel_attention
+
+        use_flywheel_attention(model)
         self._setup(model, AutoTokenizer.from_pretrained(model_path), name or f"local:{Path(model_path).name}",
                     settings, str(model_path))
 

@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import AttentionInterface, DynamicCache
+from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
 
 @dataclass
@@ -165,29 +164,3 @@ def plan_batches(needed: Sequence[int], lengths: Sequence[int], size: int) -> li
     compute and then by length, so a batch's rows feed about as many tokens as they need."""
     order = sorted(range(len(needed)), key=lambda i: (needed[i], lengths[i]))
     return [order[start:start + size] for start in range(0, len(order), max(1, size))]
-
-
-GQA_ATTENTION = "flywheel_sdpa_gqa"
-
-
-def use_grouped_query_attention(model: Any) -> None:
-    """Decode with PyTorch's grouped-query SDPA instead of ``transformers``' ``sdpa``, which
-    with an attention mask on CPU first copies every cached key and value once per query
-    head group (``repeat_kv``): with long cached prefixes that copy cost more than the
-    attention itself. Same kernel, same numbers; only for a model that has KV head groups."""
-    if getattr(model.config, "num_key_value_heads", None) in (None, model.config.num_attention_heads):
-        return
-    if GQA_ATTENTION not in AttentionInterface._global_mapping:
-        AttentionInterface.register(GQA_ATTENTION, _gqa_sdpa_forward)
-        ALL_MASK_ATTENTION_FUNCTIONS.register(GQA_ATTENTION, sdpa_mask)
-    model.set_attn_implementation(GQA_ATTENTION)
-
-
-def _gqa_sdpa_forward(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0,
-                      scaling: float | None = None, is_causal: bool | None = None, **kwargs: Any) -> tuple[Any, None]:
-    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-    causal = bool(query.shape[2] > 1 and attention_mask is None and causal and key.shape[2] == query.shape[2])
-    out = torch.nn.functional.scaled_dot_product_attention(
-        query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling, is_causal=causal,
-        enable_gqa=key.shape[1] != query.shape[1])
-    return out.transpose(1, 2).contiguous(), None

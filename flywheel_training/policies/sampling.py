@@ -5,7 +5,8 @@ conversation samples depends on which conversations share its batch, and so on t
 size and on how a turn's rows are grouped. Here temperature and top-p shape each row's
 distribution as ``transformers``' warpers do, each row draws with a generator seeded from
 its own key, and the drawn token is the only one left for greedy decoding to pick: a row's
-sample depends on its seed key alone.
+sample depends on its seed key alone. The model server (``serve/engine.py``) draws the same
+way, per request.
 """
 
 from __future__ import annotations
@@ -14,6 +15,19 @@ from collections.abc import Sequence
 
 import torch
 from transformers import LogitsProcessor
+
+
+def draw_token(scores: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> int:
+    """One token from one row's logits: the most likely at ``temperature`` <= 0, otherwise a
+    draw from the tempered distribution cut to its top-p nucleus (at least one token)."""
+    if temperature <= 0:
+        return int(scores.argmax())
+    probs = torch.softmax(scores.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(descending=True)
+        outside = sorted_probs.cumsum(-1) - sorted_probs >= top_p
+        probs = probs.scatter(0, order, sorted_probs.masked_fill(outside, 0.0))
+    return int(torch.multinomial(probs, 1, generator=generator))
 
 
 class RowSeededSampler(LogitsProcessor):
@@ -25,14 +39,7 @@ class RowSeededSampler(LogitsProcessor):
         self.generators = [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
-        if self.top_p < 1.0:
-            # keep the smallest set of most likely tokens whose mass reaches top_p (at least one)
-            sorted_probs, order = probs.sort(dim=-1, descending=True)
-            outside = sorted_probs.cumsum(dim=-1) - sorted_probs >= self.top_p
-            sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-        drawn = torch.cat([torch.multinomial(row, 1, generator=generator)
-                           for row, generator in zip(probs, self.generators)])
         only = torch.full_like(scores, float("-inf"))
-        return only.scatter(-1, drawn.unsqueeze(-1), 0.0)
+        for row, generator in enumerate(self.generators):
+            only[row, draw_token(scores[row], self.temperature, self.top_p, generator)] = 0.0
+        return only

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from flywheel_training.policies.sampling import draw_token
 from flywheel_training.serve.models import ModelSource, load_model, resolve_model
 
 log = logging.getLogger("flywheel.serve")
@@ -67,16 +68,8 @@ class _PerRowSampler:
         for row, job in enumerate(self.jobs):
             if step >= job.max_tokens:
                 token = self.eos_id
-            elif job.temperature <= 0:
-                token = int(scores[row].argmax())
             else:
-                probs = torch.softmax(scores[row].float() / job.temperature, dim=-1)
-                if job.top_p < 1.0:
-                    sorted_probs, order = probs.sort(descending=True)
-                    # Keep the smallest prefix whose mass reaches top_p (always at least one token).
-                    drop = sorted_probs.cumsum(-1) - sorted_probs >= job.top_p
-                    probs = probs.scatter(0, order, sorted_probs.masked_fill(drop, 0.0))
-                token = int(torch.multinomial(probs, 1, generator=self.generators[row]))
+                token = draw_token(scores[row], job.temperature, job.top_p, self.generators[row])
             out[row, token] = 0.0
         return out
 
