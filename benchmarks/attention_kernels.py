@@ -42,7 +42,7 @@ def step(model, ids: torch.Tensor, mask: torch.Tensor) -> tuple[float, float, li
     loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
     loss.backward()
     seconds = time.perf_counter() - started
-    return seconds, float(loss), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    return seconds, float(loss.detach()), [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
 
 def main() -> None:
