@@ -136,3 +136,14 @@ def test_each_row_samples_from_its_own_seed():
     assert picked.eq(0).float().mean().item() > 0.4 and picked.eq(3).any()  # ~ softmax: 0.58 .. 0.08
     nucleus = RowSeededSampler(range(200), temperature=1.0, top_p=0.5)(None, torch.tensor([[2.0, 1.0, 0.5, 0.0]] * 200))
     assert nucleus.argmax(-1).eq(0).all()  # the top token alone holds 0.58 >= top_p
+
+
+def test_the_prefix_cache_keeps_within_its_memory_budget(base, instances):
+    roomy = LocalTransformersPolicy(base, settings=GenerationSettings(max_new_tokens=16, max_batch_size=2))
+    expected = _converse(roomy, instances, 3)
+    budget = roomy.cache.held_bytes() // 2  # room for about half the conversations
+    tight = LocalTransformersPolicy(base, settings=GenerationSettings(max_new_tokens=16, max_batch_size=2,
+                                                                      prefix_cache_bytes=budget))
+    assert _converse(tight, instances, 3) == expected  # what does not fit is recomputed, not lost
+    assert tight.cache.skipped > 0 and 0 < tight.cache.held_bytes() <= budget
+    assert 0 < tight.cache.reused_tokens < roomy.cache.reused_tokens

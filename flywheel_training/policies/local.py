@@ -39,6 +39,7 @@ class GenerationSettings:
     max_batch_size: int = 32
     max_prompt_tokens: int | None = None  # None: the model's context minus max_new_tokens
     prefix_cache: bool = True  # reuse an episode's keys and values from its last turn (fixed weights only)
+    prefix_cache_bytes: int = 2 << 30  # at most this much of them kept; episodes beyond it recompute
 
 
 class LocalTransformersPolicy:
@@ -86,7 +87,7 @@ class LocalTransformersPolicy:
         self.stop_ids = self._stop_ids()
         self.generated_tokens = 0  # running totals, for throughput figures
         self.prompt_tokens = 0
-        self.cache = PrefixCache() if self.settings.prefix_cache else None
+        self.cache = PrefixCache(self.settings.prefix_cache_bytes) if self.settings.prefix_cache else None
 
     def _stop_ids(self) -> list[int]:
         ids = {self.tokenizer.eos_token_id}

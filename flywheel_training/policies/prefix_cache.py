@@ -41,11 +41,18 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 class PrefixCache:
-    """Per-episode cached prefixes, reused by longest common token prefix."""
+    """Per-episode cached prefixes, reused by longest common token prefix, within
+    ``max_bytes`` of keys and values: an episode that does not fit is not kept, and its next
+    turn computes its whole prompt (a 135M model holds ~46 KB a token, the embedded one 2 KB)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int = 2 << 30) -> None:
         self.entries: dict[str, CachedPrefix] = {}
+        self.max_bytes = max_bytes
         self.reused_tokens = 0  # running total of prompt tokens not recomputed
+        self.skipped = 0  # running total of episode turns not kept for want of room
+
+    def held_bytes(self) -> int:
+        return sum(_entry_bytes(e) for e in self.entries.values())
 
     def reusable(self, key: str, prompt: Sequence[int]) -> int:
         """How many leading tokens of ``prompt`` the cache holds (at most all but the last:
@@ -90,6 +97,10 @@ class PrefixCache:
         values, as ``past`` holds them after generation."""
         states = [layer.all_states() for layer in past.layers]
         length = states[0][0].shape[2]  # the last sampled token was never run
+        per_token = sum(2 * k.shape[1] * k.shape[3] * k.element_size() for k, _ in states)
+        for key in keys:
+            self.entries.pop(key, None)  # superseded by this turn's, if it fits
+        held = self.held_bytes()
         stops = set(stop_ids)
         for row, (key, prompt) in enumerate(zip(keys, prompts)):
             new: list[int] = []
@@ -99,8 +110,16 @@ class PrefixCache:
                     break
             new = new[:max(0, length - width)]
             start, end = width - len(prompt), width + len(new)
+            if held + per_token * (end - start) > self.max_bytes:
+                self.skipped += 1
+                continue
+            held += per_token * (end - start)
             self.entries[key] = CachedPrefix(
                 list(prompt) + new, [(k[row, :, start:end].clone(), v[row, :, start:end].clone()) for k, v in states])
+
+
+def _entry_bytes(entry: CachedPrefix) -> int:
+    return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in entry.layers)
 
 
 class _RecordingSlidingLayer(DynamicSlidingWindowLayer):
