@@ -10,7 +10,7 @@ the runs generate the same tokens; the ratios are pure serving throughput.
 
 Without ``--model`` it builds the untrained base, whose output runs to the token limit (the
 worst case for one turn's generation) but whose episodes end after a turn or two, so the
-prefix cache has little to reuse: pass a trained checkpoint (``.flywheel/checkpoints/r003``
+prefix cache has little to reuse: pass a trained checkpoint (``.flywheel/checkpoints/r002``
 after the README's main job) to measure multi-turn play. Prints figures measured in this run.
 """
 
