@@ -171,9 +171,9 @@ def load_for_training(model_path: str | os.PathLike[str], dtype: str) -> tuple[A
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
     from flywheel_training.attention import use_flywheel_attention
 
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
     use_flywheel_attention(model)
     return model, tokenizer

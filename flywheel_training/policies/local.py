@@ -1,10 +1,11 @@
 """A policy backed by a local ``transformers`` model folder, batched across episodes.
 
 Every call of ``generate`` renders all live conversations with the chat template (and the
-model's prompt view), sorts them by length so left padding wastes little, and runs
-``model.generate`` (KV cache) on batches of them. With ``prefix_cache`` (the default for a
-model loaded from disk), each episode's next turn reuses the keys and values of the tokens
-its last turn ran (``prefix_cache.py``), so a turn computes its new messages only. Output is parsed with
+model's prompt view) and runs ``model.generate`` (KV cache) on batches of them. With
+``prefix_cache`` (the default for a model loaded from disk), each episode's next turn reuses
+the keys and values of the tokens its last turn ran (``prefix_cache.py``), so a turn computes
+its new messages only; batches group conversations by how many tokens they still have to
+compute, then by length, so padding wastes little. Output is parsed with
 ``chat.parse_assistant``; whatever the model writes comes back as a message, so garbage is
 an observation for the environment, never an exception.
 """
@@ -49,13 +50,13 @@ class LocalTransformersPolicy:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from flywheel_training.attention import use_flywheel_attention
+
         if threads:
             torch.set_num_threads(threads)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device == "cuda" else torch.float32)
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).to(device)
-        from flywheel_training.attention import use_flywheel_attention
-
         use_flywheel_attention(model)
         self._setup(model, AutoTokenizer.from_pretrained(model_path), name or f"local:{Path(model_path).name}",
                     settings, str(model_path))

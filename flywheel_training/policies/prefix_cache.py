@@ -139,8 +139,9 @@ class _RecordingSlidingLayer(DynamicSlidingWindowLayer):
 
 
 class _PreallocatedLayer(DynamicLayer):
-    """A full-attention layer written into a buffer sized for the whole generation:
-    ``DynamicLayer`` concatenates the whole cache once per generated token."""
+    """A full-attention layer written into a buffer sized for the whole generation
+    (``capacity``: the cached prefix, the prompt and every new token): ``DynamicLayer``
+    concatenates the whole cache once per generated token."""
 
     def __init__(self, capacity: int):
         super().__init__()
@@ -155,10 +156,6 @@ class _PreallocatedLayer(DynamicLayer):
             self.buffer_keys = key_states.new_zeros(shape)
             self.buffer_values = value_states.new_zeros(shape)
             self.is_initialized = True
-        if end > self.buffer_keys.shape[-2]:  # past the planned size: grow, rarely
-            grow = (*self.buffer_keys.shape[:2], end - self.buffer_keys.shape[-2] + self.capacity, self.buffer_keys.shape[-1])
-            self.buffer_keys = torch.cat([self.buffer_keys, self.buffer_keys.new_zeros(grow)], dim=-2)
-            self.buffer_values = torch.cat([self.buffer_values, self.buffer_values.new_zeros(grow)], dim=-2)
         self.buffer_keys[:, :, self.length:end] = key_states
         self.buffer_values[:, :, self.length:end] = value_states
         self.length = end
