@@ -168,15 +168,16 @@ def augment_ids(rows: Sequence[dict[str, Any]], copies: int, *, seed: int = 0) -
     return out
 
 
-def to_dataset(rows: Sequence[dict[str, Any]], *, seed: int = 0) -> Any:
-    """A ``datasets.Dataset`` of conversation rows, in a seeded shuffled order."""
+def to_dataset(rows: Sequence[dict[str, Any]], *, seed: int = 0, limit: int | None = None) -> Any:
+    """A ``datasets.Dataset`` of conversation rows, in a seeded shuffled order; with ``limit``,
+    only the first ``limit`` rows of that order (a seeded draw without replacement)."""
     from datasets import Dataset
 
     if not rows:
         raise ValueError("no training rows: nothing to train on")
     rows = list(rows)
     random.Random(seed).shuffle(rows)
-    return Dataset.from_list(rows)
+    return Dataset.from_list(rows[:limit] if limit else rows)
 
 
 def prompt_rows(instances: Iterable[TaskInstance], *, repeats: int = 1) -> list[dict[str, Any]]:

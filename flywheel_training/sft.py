@@ -198,9 +198,16 @@ def train_sft(
     if config.threads:
         torch.set_num_threads(config.threads)
     model, tokenizer = load_for_training(model_path, config.dtype)
-    if not hasattr(rows, "column_names"):
+    if hasattr(rows, "column_names"):
+        dataset = rows
+    else:
+        # TRL tokenises every row it is given, and a continuation round's steps draw a few
+        # hundred of several thousand (measured: 74 s of tokenising for 600 rows used of 4,782):
+        # give it only the rows the planned steps draw, a seeded draw without replacement.
+        drawn = (config.max_steps * config.per_device_train_batch_size * config.gradient_accumulation_steps
+                 if config.max_steps > 0 else None)
         rows = augment_ids(list(rows), config.id_augment, seed=config.seed)
-    dataset = rows if hasattr(rows, "column_names") else to_dataset(view_rows(rows, tokenizer), seed=config.seed)
+        dataset = to_dataset(view_rows(rows, tokenizer), seed=config.seed, limit=drawn)
     out = Path(output_dir)
     scratch = tempfile.TemporaryDirectory(prefix="flywheel-sft-")  # trainer files stay out of the checkpoint
     settings: dict[str, Any] = dict(

@@ -113,6 +113,22 @@ def test_sft_few_steps_loss_falls(world, base, tmp_path, capsys):
     load_checkpoint(tmp_path / "sft")
 
 
+def test_sft_tokenises_only_the_rows_its_planned_steps_draw(world, base, tmp_path):
+    from flywheel_training.sft import SFTRunConfig, train_sft
+
+    instances, teacher = world
+    rows = trajectory_rows(teacher[:12], instances)
+    drawn = to_dataset(rows, seed=3, limit=5)
+    assert len(drawn) == 5 and len({json.dumps(m, sort_keys=True) for m in drawn["messages"]}) == 5
+    assert to_dataset(rows, seed=3, limit=5)["messages"] == drawn["messages"]  # the same seed draws the same rows
+    by_steps = train_sft(base, rows, tmp_path / "steps",
+                         SFTRunConfig(max_steps=3, per_device_train_batch_size=2, id_augment=3, logging_steps=1))
+    assert (by_steps.steps, by_steps.examples) == (3, 6)  # 6 of the 48 rows (12 and 3 renamed copies each)
+    by_epoch = train_sft(base, rows, tmp_path / "epoch",
+                         SFTRunConfig(num_train_epochs=1, per_device_train_batch_size=4, logging_steps=1))
+    assert (by_epoch.steps, by_epoch.examples) == (3, 12)  # an epoch plan trains on every row
+
+
 def test_successful_keeps_distinct_successes_of_one_policy(world):
     instances, _ = world
     trajectories = run_rollouts(instances, FlakyTeacher(0.5), samples=2)
