@@ -138,6 +138,23 @@ def test_each_row_samples_from_its_own_seed():
     assert nucleus.argmax(-1).eq(0).all()  # the top token alone holds 0.58 >= top_p
 
 
+def test_a_row_that_drew_a_stop_token_draws_no_more():
+    torch = pytest.importorskip("torch")
+    from flywheel_training.policies.sampling import RowSeededSampler
+
+    certain_stop = torch.tensor([[0.0, 0.0, 0.0, 50.0], [2.0, 1.0, 0.5, float("-inf")]])
+    skipping = RowSeededSampler([5, 9], temperature=1.0, stop_ids=[3])
+    plain = RowSeededSampler([5, 9], temperature=1.0)
+    assert skipping(None, certain_stop).argmax(-1).tolist()[0] == 3 and skipping.finished == [True, False]
+    drawn_state = skipping.generators[0].get_state()
+    plain(None, certain_stop)
+    logits = torch.tensor([[2.0, 1.0, 0.5, float("-inf")]] * 2)  # row 1 never stops
+    for _ in range(10):  # the finished row's generator rests; the other row draws as it would anyway
+        assert skipping(None, logits)[1].argmax().item() == plain(None, logits)[1].argmax().item()
+    assert torch.equal(skipping.generators[0].get_state(), drawn_state)
+    assert not torch.equal(plain.generators[0].get_state(), drawn_state)
+
+
 def test_the_prefix_cache_keeps_within_its_memory_budget(base, instances):
     roomy = LocalTransformersPolicy(base, settings=GenerationSettings(max_new_tokens=16, max_batch_size=2))
     expected = _converse(roomy, instances, 3)

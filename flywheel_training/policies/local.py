@@ -159,7 +159,8 @@ class LocalTransformersPolicy:
             seeds = [int(stable_id("gen", self.settings.seed, key).split("-")[1][:8], 16)
                      for key in (keys or [str(row) for row in range(len(prompts))])]
             kwargs["logits_processor"] = LogitsProcessorList([RowSeededSampler(
-                seeds, temperature=self.settings.temperature, top_p=self.settings.top_p, device=self.device)])
+                seeds, temperature=self.settings.temperature, top_p=self.settings.top_p, device=self.device,
+                stop_ids=self.stop_ids)])
         if use_cache:
             kwargs["past_key_values"] = self.cache.past(episodes, prompts, min(width, fed or width), width,
                                                            self.model.config, self.settings.max_new_tokens)

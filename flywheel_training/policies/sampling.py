@@ -31,15 +31,28 @@ def draw_token(scores: torch.Tensor, temperature: float, top_p: float, generator
 
 
 class RowSeededSampler(LogitsProcessor):
-    def __init__(self, seeds: Sequence[int], *, temperature: float, top_p: float = 1.0, device: torch.device | str = "cpu"):
+    """One generate call's sampler. With ``stop_ids`` (the call's ``eos_token_id``), a row that
+    has drawn a stop token draws no more: ``generate`` pads a finished row whatever is scored,
+    and its generator is not used again, so skipping it changes no output. A batch runs until
+    its longest row ends; the held-out evaluation spent 35 s of 183 s in this loop."""
+
+    def __init__(self, seeds: Sequence[int], *, temperature: float, top_p: float = 1.0,
+                 device: torch.device | str = "cpu", stop_ids: Sequence[int] = ()):
         if temperature <= 0:
             raise ValueError(f"sampling temperature must be > 0, got {temperature}")
         self.temperature = temperature
         self.top_p = top_p
         self.generators = [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
+        self.stop_ids = frozenset(int(i) for i in stop_ids)
+        self.finished = [False] * len(self.generators)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         only = torch.full_like(scores, float("-inf"))
         for row, generator in enumerate(self.generators):
-            only[row, draw_token(scores[row], self.temperature, self.top_p, generator)] = 0.0
+            if self.finished[row]:
+                only[row, 0] = 0.0  # replaced by padding
+                continue
+            token = draw_token(scores[row], self.temperature, self.top_p, generator)
+            only[row, token] = 0.0
+            self.finished[row] = token in self.stop_ids
         return only
