@@ -21,7 +21,14 @@ benchmark samples ``--eval-trials`` trials per task (pass^1 only) and skips the 
 base's evaluation (it solves nothing in either arm). Prints, per round, each arm's held-out
 pass^1 (mean over seeds) with a 95 % bootstrap interval over tasks, and the difference
 flywheel - control with a paired interval (the same held-out tasks, resampled together);
-writes everything to <out>/efficacy.json.
+then each arm's gain from the first round to the last, paired the same way; writes
+everything to <out>/efficacy.json.
+
+A run is never repeated: each home records the finished run it holds (``efficacy-run.json``:
+the job, the FLYWHEEL_* settings, a digest of the code, the libraries' versions, the CPU kind
+and threads), and a home whose record matches the job is read instead of run. So more seeds
+on the same ``--out`` (``--seeds 4`` after ``--seeds 2``) run only the new seeds, and the
+table covers all of them; a change to anything that decides results runs everything again.
 
 Every other setting comes from the FLYWHEEL_* environment, as in ``flywheel run``: the same
 comparison on a pretrained small model is, for example,
@@ -36,6 +43,8 @@ measures, on the homes this leaves, how far the arms' data differ and how much a
 from __future__ import annotations
 
 import argparse
+import hashlib
+import importlib.metadata
 import json
 import multiprocessing
 import os
@@ -47,6 +56,8 @@ from typing import Any
 
 import numpy as np
 
+import flywheel_assets
+import flywheel_training
 from flywheel_assets.resources import TrainingResource
 from flywheel_assets.runner import run_rounds
 from flywheel_assets.store import Warehouse
@@ -54,19 +65,27 @@ from flywheel_training.config import TrainingConfig
 
 ARMS = {"flywheel": "failures", "control": "uniform"}
 RESAMPLES = 2000
+FINISHED = "efficacy-run.json"  # in a run's home: the job it finished, its curve and time
 
 
 def run_arm(home: Path, first: int, rounds: int, overrides: dict[str, dict[str, Any]], start_from: Path,
             label: str) -> tuple[dict[str, dict[str, Any]], float]:
     """{round: {"pass_1", "trials", "successes": {instance: successes}}} of one run: rounds
     ``first`` .. ``rounds - 1`` in ``home``, which starts as a copy of ``start_from`` (the
-    cold-start home, or just the base's folder)."""
+    cold-start home, or just the base's folder). A home that holds a finished run of the same
+    job (``FINISHED``: same rounds, overrides, FLYWHEEL_* settings, code, libraries, CPU kind
+    and threads) is not run again: its recorded curve is returned."""
+    _share_cores()
+    key = run_key(first, rounds, overrides)
+    if (finished := finished_run(home, key)) is not None:
+        print(f"  [{label}] reused: {home / FINISHED} records this very run "
+              f"({finished[1]:.0f}s when it ran)", flush=True)
+        return finished
     shutil.rmtree(home, ignore_errors=True)
     if first:
         shutil.copytree(start_from, home)
     else:  # the base, built once, copied where each home looks for it
         shutil.copytree(start_from, home / ".flywheel" / "checkpoints" / start_from.name)
-    _share_cores()
     started = time.perf_counter()
     outcomes = run_rounds(home, rounds, first=first, overrides=overrides,
                           report=lambda line: print(f"  [{label}] {line}", flush=True))
@@ -78,7 +97,54 @@ def run_arm(home: Path, first: int, rounds: int, overrides: dict[str, dict[str, 
         "ORDER BY round")
     curve = {r["round"]: {"pass_1": r["pass_1"], "trials": r["trials"], "successes": r["row"]["successes"]}
              for r in rows}
-    return curve, time.perf_counter() - started
+    took = time.perf_counter() - started
+    # written last, so a run cut off midway is never mistaken for a finished one
+    (home / FINISHED).write_text(json.dumps({"key": key, "seconds": took, "curve": curve}, indent=1))
+    return curve, took
+
+
+def run_key(first: int, rounds: int, overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Everything that decides a run's rows: its job, the FLYWHEEL_* environment, the code of
+    both packages, the libraries that compute, and the machine (CPU kind, torch threads)."""
+    import torch
+
+    settings = {k: v for k, v in sorted(os.environ.items()) if k.startswith("FLYWHEEL_")}
+    return {"first": first, "rounds": rounds, "overrides": json.loads(json.dumps(overrides, sort_keys=True)),
+            "settings": settings, "code": code_digest(), "libraries": library_versions(),
+            "machine": machine(), "threads": torch.get_num_threads()}
+
+
+def finished_run(home: Path, key: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], float] | None:
+    """(curve, seconds) recorded in ``home`` by a finished run with exactly ``key``, else None."""
+    try:
+        record = json.loads((home / FINISHED).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("key") != key or "curve" not in record:
+        return None
+    return record["curve"], float(record.get("seconds", 0.0))
+
+
+def code_digest() -> str:
+    """sha256 over both packages' files (sources, policies, SQL), by path and content."""
+    digest = hashlib.sha256()
+    for package in (flywheel_assets, flywheel_training):
+        root = Path(package.__file__).parent
+        for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            digest.update(f"{package.__name__}/{path.relative_to(root).as_posix()}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    names = ("torch", "transformers", "trl", "accelerate", "datasets", "numpy", "duckdb", "dagster")
+    found = {}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = ""
+    return found
 
 
 def _share_cores() -> None:
@@ -89,9 +155,9 @@ def _share_cores() -> None:
 
 def run_all(jobs: list[tuple], workers: int) -> list[tuple[dict[str, dict[str, Any]], float]]:
     """``run_arm`` over ``jobs``, ``workers`` processes at a time (in order when 1)."""
+    os.environ["EFFICACY_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, workers)))
     if workers <= 1:
         return [run_arm(*job) for job in jobs]
-    os.environ["EFFICACY_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         return list(pool.map(run_arm, *zip(*jobs)))
 
@@ -173,11 +239,18 @@ def main() -> None:
         cells = [f"{row[k]:.3f} [{row[k + '_ci'][0]:.3f}, {row[k + '_ci'][1]:.3f}]"
                  for k in ("flywheel", "control", "difference")]
         print(f"{round_key:>6} | {cells[0]:^22} | {cells[1]:^22} | {cells[2]:^24}")
+    first_key, last_key = rounds[0], rounds[-1]
+    gains = {}
+    for arm in ARMS:  # the same tasks at both rounds, resampled together
+        gain = per_task_rates(curves[arm], last_key, tasks) - per_task_rates(curves[arm], first_key, tasks)
+        gains[arm] = {"gain": float(gain.mean()), "gain_ci": interval(gain, rng)}
+    print(f"{last_key} - {first_key} (paired): " + ", ".join(
+        f"{arm} {g['gain']:+.3f} [{g['gain_ci'][0]:+.3f}, {g['gain_ci'][1]:+.3f}]" for arm, g in gains.items()))
     total = time.perf_counter() - started
     print(f"wall time: {total:.0f}s in all with {args.workers} worker(s) (run time, cold start included: flywheel "
           f"{sum(seconds['flywheel']):.0f}s, control {sum(seconds['control']):.0f}s)")
     (out / "efficacy.json").write_text(json.dumps(
-        {"table": table, "curves": curves, "seconds": seconds, "knobs": knobs, "training": training,
+        {"table": table, "gains": {"from": first_key, "to": last_key, **gains}, "curves": curves, "seconds": seconds, "knobs": knobs, "training": training,
          "seeds": args.seeds, "workers": args.workers, "machine": machine(),
          "total_seconds": total}, indent=2, default=str))
     print(f"written: {out / 'efficacy.json'}")

@@ -1,0 +1,79 @@
+"""benchmarks/efficacy.py reads a home's finished run instead of running it again, and only
+when everything that decides the run's rows is the same."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def efficacy():
+    spec = importlib.util.spec_from_file_location("efficacy", Path(__file__).parents[1] / "benchmarks" / "efficacy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+OVERRIDES = {"round_config": {"hard_sample_parents": "failures", "seed": 0}, "training": {"eval_trials": 2}}
+CURVE = {"r001": {"pass_1": 0.5, "trials": 2, "successes": {"t1": 1, "t2": 1}}}
+
+
+def record(home: Path, key: dict, curve: dict = CURVE) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "efficacy-run.json").write_text(json.dumps({"key": key, "seconds": 12.5, "curve": curve}))
+
+
+def test_a_home_holding_the_same_finished_run_is_read_not_run(efficacy, tmp_path, monkeypatch):
+    monkeypatch.setenv("EFFICACY_THREADS", "1")
+    efficacy._share_cores()
+    home = tmp_path / "flywheel-seed0"
+    record(home, efficacy.run_key(1, 2, OVERRIDES))
+    (home / "left-alone").write_text("a run would have wiped the home")
+    curve, seconds = efficacy.run_arm(home, 1, 2, OVERRIDES, tmp_path / "no-cold-start-here", "flywheel seed 0")
+    assert (curve, seconds) == (CURVE, 12.5)
+    assert (home / "left-alone").exists()
+
+
+def test_anything_that_decides_the_rows_makes_a_recorded_run_stale(efficacy, tmp_path, monkeypatch):
+    monkeypatch.setenv("EFFICACY_THREADS", "1")
+    efficacy._share_cores()
+    home = tmp_path / "control-seed1"
+    record(home, efficacy.run_key(1, 5, OVERRIDES))
+    assert efficacy.finished_run(home, efficacy.run_key(1, 5, OVERRIDES)) == (CURVE, 12.5)
+    assert efficacy.finished_run(home, efficacy.run_key(1, 4, OVERRIDES)) is None  # fewer rounds
+    assert efficacy.finished_run(home, efficacy.run_key(
+        1, 5, {**OVERRIDES, "round_config": {"hard_sample_parents": "uniform", "seed": 0}})) is None  # the other arm
+    monkeypatch.setenv("FLYWHEEL_MAX_CARRIED", "0")
+    assert efficacy.finished_run(home, efficacy.run_key(1, 5, OVERRIDES)) is None  # a setting from the environment
+    monkeypatch.delenv("FLYWHEEL_MAX_CARRIED")
+    stale = efficacy.run_key(1, 5, OVERRIDES)
+    stale["code"] = "0" * 64  # recorded by other code
+    record(home, stale)
+    assert efficacy.finished_run(home, efficacy.run_key(1, 5, OVERRIDES)) is None
+
+
+def test_a_missing_or_unreadable_record_means_the_run_did_not_finish(efficacy, tmp_path):
+    home = tmp_path / "flywheel-seed2"
+    key = {"first": 1}
+    assert efficacy.finished_run(home, key) is None
+    home.mkdir()
+    (home / "efficacy-run.json").write_text('{"key": {"first": 1}, "curve"')  # cut off mid-write
+    assert efficacy.finished_run(home, key) is None
+    (home / "efficacy-run.json").write_text("[1, 2]")
+    assert efficacy.finished_run(home, key) is None
+
+
+def test_the_code_digest_follows_the_packages_files(efficacy, tmp_path, monkeypatch):
+    import flywheel_assets
+
+    before = efficacy.code_digest()
+    assert before == efficacy.code_digest() and len(before) == 64
+    copy = tmp_path / "flywheel_assets"
+    copy.mkdir()
+    (copy / "__init__.py").write_text("")
+    monkeypatch.setattr(flywheel_assets, "__file__", str(copy / "__init__.py"))
+    assert efficacy.code_digest() != before
