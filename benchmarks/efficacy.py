@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.metadata
 import json
 import multiprocessing
 import os
@@ -62,6 +61,7 @@ from flywheel_assets.resources import TrainingResource
 from flywheel_assets.runner import run_rounds
 from flywheel_assets.store import Warehouse
 from flywheel_training.config import TrainingConfig
+from flywheel_training.evals.install import installed_versions
 
 ARMS = {"flywheel": "failures", "control": "uniform"}
 RESAMPLES = 2000
@@ -108,7 +108,9 @@ def run_key(first: int, rounds: int, overrides: dict[str, dict[str, Any]]) -> di
     both packages, the libraries that compute, and the machine (CPU kind, torch threads)."""
     import torch
 
-    settings = {k: v for k, v in sorted(os.environ.items()) if k.startswith("FLYWHEEL_")}
+    # FLYWHEEL_HOME is where a run writes, not what it computes, and run_rounds sets it in this
+    # process: a worker's next job would otherwise see the last job's home
+    settings = {k: v for k, v in sorted(os.environ.items()) if k.startswith("FLYWHEEL_") and k != "FLYWHEEL_HOME"}
     return {"first": first, "rounds": rounds, "overrides": json.loads(json.dumps(overrides, sort_keys=True)),
             "settings": settings, "code": code_digest(), "libraries": library_versions(),
             "machine": machine(), "threads": torch.get_num_threads()}
@@ -137,14 +139,10 @@ def code_digest() -> str:
 
 
 def library_versions() -> dict[str, str]:
-    names = ("torch", "transformers", "trl", "accelerate", "datasets", "numpy", "duckdb", "dagster")
-    found = {}
-    for name in names:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = ""
-    return found
+    """The installed versions of the libraries that compute a run ("" where absent)."""
+    installed = installed_versions()
+    return {name: installed.get(name, "") for name in
+            ("torch", "transformers", "trl", "accelerate", "datasets", "numpy", "duckdb", "dagster")}
 
 
 def _share_cores() -> None:
@@ -250,9 +248,9 @@ def main() -> None:
     print(f"wall time: {total:.0f}s in all with {args.workers} worker(s) (run time, cold start included: flywheel "
           f"{sum(seconds['flywheel']):.0f}s, control {sum(seconds['control']):.0f}s)")
     (out / "efficacy.json").write_text(json.dumps(
-        {"table": table, "gains": {"from": first_key, "to": last_key, **gains}, "curves": curves, "seconds": seconds, "knobs": knobs, "training": training,
-         "seeds": args.seeds, "workers": args.workers, "machine": machine(),
-         "total_seconds": total}, indent=2, default=str))
+        {"table": table, "gains": {"from": first_key, "to": last_key, **gains}, "curves": curves,
+         "seconds": seconds, "knobs": knobs, "training": training, "seeds": args.seeds,
+         "workers": args.workers, "machine": machine(), "total_seconds": total}, indent=2, default=str))
     print(f"written: {out / 'efficacy.json'}")
 
 

@@ -22,16 +22,16 @@ OVERRIDES = {"round_config": {"hard_sample_parents": "failures", "seed": 0}, "tr
 CURVE = {"r001": {"pass_1": 0.5, "trials": 2, "successes": {"t1": 1, "t2": 1}}}
 
 
-def record(home: Path, key: dict, curve: dict = CURVE) -> None:
+def record(efficacy, home: Path, key: dict, curve: dict = CURVE) -> None:
     home.mkdir(parents=True, exist_ok=True)
-    (home / "efficacy-run.json").write_text(json.dumps({"key": key, "seconds": 12.5, "curve": curve}))
+    (home / efficacy.FINISHED).write_text(json.dumps({"key": key, "seconds": 12.5, "curve": curve}))
 
 
 def test_a_home_holding_the_same_finished_run_is_read_not_run(efficacy, tmp_path, monkeypatch):
     monkeypatch.setenv("EFFICACY_THREADS", "1")
     efficacy._share_cores()
     home = tmp_path / "flywheel-seed0"
-    record(home, efficacy.run_key(1, 2, OVERRIDES))
+    record(efficacy, home, efficacy.run_key(1, 2, OVERRIDES))
     (home / "left-alone").write_text("a run would have wiped the home")
     curve, seconds = efficacy.run_arm(home, 1, 2, OVERRIDES, tmp_path / "no-cold-start-here", "flywheel seed 0")
     assert (curve, seconds) == (CURVE, 12.5)
@@ -42,7 +42,7 @@ def test_anything_that_decides_the_rows_makes_a_recorded_run_stale(efficacy, tmp
     monkeypatch.setenv("EFFICACY_THREADS", "1")
     efficacy._share_cores()
     home = tmp_path / "control-seed1"
-    record(home, efficacy.run_key(1, 5, OVERRIDES))
+    record(efficacy, home, efficacy.run_key(1, 5, OVERRIDES))
     assert efficacy.finished_run(home, efficacy.run_key(1, 5, OVERRIDES)) == (CURVE, 12.5)
     assert efficacy.finished_run(home, efficacy.run_key(1, 4, OVERRIDES)) is None  # fewer rounds
     assert efficacy.finished_run(home, efficacy.run_key(
@@ -50,9 +50,11 @@ def test_anything_that_decides_the_rows_makes_a_recorded_run_stale(efficacy, tmp
     monkeypatch.setenv("FLYWHEEL_MAX_CARRIED", "0")
     assert efficacy.finished_run(home, efficacy.run_key(1, 5, OVERRIDES)) is None  # a setting from the environment
     monkeypatch.delenv("FLYWHEEL_MAX_CARRIED")
+    monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "flywheel-seed0"))  # left by a worker's previous run
+    assert efficacy.finished_run(home, efficacy.run_key(1, 5, OVERRIDES)) == (CURVE, 12.5)
     stale = efficacy.run_key(1, 5, OVERRIDES)
     stale["code"] = "0" * 64  # recorded by other code
-    record(home, stale)
+    record(efficacy, home, stale)
     assert efficacy.finished_run(home, efficacy.run_key(1, 5, OVERRIDES)) is None
 
 
@@ -61,9 +63,9 @@ def test_a_missing_or_unreadable_record_means_the_run_did_not_finish(efficacy, t
     key = {"first": 1}
     assert efficacy.finished_run(home, key) is None
     home.mkdir()
-    (home / "efficacy-run.json").write_text('{"key": {"first": 1}, "curve"')  # cut off mid-write
+    (home / efficacy.FINISHED).write_text('{"key": {"first": 1}, "curve"')  # cut off mid-write
     assert efficacy.finished_run(home, key) is None
-    (home / "efficacy-run.json").write_text("[1, 2]")
+    (home / efficacy.FINISHED).write_text("[1, 2]")
     assert efficacy.finished_run(home, key) is None
 
 
