@@ -293,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True)
     engine_only = {"skip": ["round_config.eval_per_domain", "round_config.eval_seed", "round_config.max_rounds",
                             "round_config.max_carried", "round_config.hard_sample_parents",
-                            "round_config.hard_sample_share"]}
+                            "round_config.hard_sample_share", "round_config.hard_sample_pick"]}
     rollout = verbs.add_parser("rollout", help="synthesise Mock World instances and run a scored rollout batch")
     rollout.add_argument("--per-domain", type=int, default=50, help="seed instances per domain (default: 50)")
     rollout.add_argument("--samples", type=int, default=1, help="rollouts per instance (default: 1)")

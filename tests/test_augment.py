@@ -128,7 +128,7 @@ def test_the_uniform_control_augments_as_many_parents_drawn_regardless_of_failur
                               trajectories, scores, policy.name)
 
 
-def test_a_hard_sample_share_keeps_the_lowest_reward_failures_and_the_control_draws_as_many():
+def test_a_hard_sample_share_keeps_the_lowest_or_nearest_failures_and_the_control_draws_as_many():
     from flywheel_assets.world import pipeline
 
     config, instances, policy, trajectories, scores = _flaky_round(samples=2, fail_share=0.6)
@@ -151,6 +151,13 @@ def test_a_hard_sample_share_keeps_the_lowest_reward_failures_and_the_control_dr
     control = parents(hard_sample_share=limit / len(instances), hard_sample_parents="uniform")
     assert len(control) == limit and control != aimed
     assert parents(hard_sample_share=0) == set()
+    nearest = parents(hard_sample_share=limit / len(instances), hard_sample_pick="nearest")
+    by_nearest = sorted(failed, key=lambda i: (-sum(rewards[i]) / len(rewards[i]), i))
+    assert nearest == set(by_nearest[:limit]) and nearest != aimed
+    assert min(sum(rewards[i]) for i in nearest) >= max(sum(rewards[i]) for i in set(failed) - nearest)
+    assert parents(hard_sample_pick="nearest") == set(failed)  # the pick only matters below a share of 1
+    with pytest.raises(ValueError, match="hard_sample_pick"):
+        parents(hard_sample_share=0.5, hard_sample_pick="easiest")
 
 
 def test_carrying_is_capped_one_variant_per_failure_before_a_second_of_any(failed):

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from flywheel_assets.world.llm.world_writer import LLMWorldWriter
 
 HARD_SAMPLE_PARENTS = ("failures", "uniform")
+HARD_SAMPLE_PICKS = ("worst", "nearest")
 
 
 class RoundConfig(SettingsGroup):
@@ -77,8 +78,15 @@ class RoundConfig(SettingsGroup):
     # from a uniform draw. A share below 1 keeps the worst failures only.
     hard_sample_share: float = setting(1.0, env="FLYWHEEL_HARD_SAMPLE_SHARE", ge=0, le=1,
                                        help="at most this share of the round's played instances become hard-sample "
-                                            "parents: its failures with the lowest mean rollout reward first (1: "
-                                            "every failure; 0: no hard samples); the uniform control draws as many")
+                                            "parents: its failures, in the order hard_sample_pick says (1: every "
+                                            "failure; 0: no hard samples); the uniform control draws as many")
+    # The worst failures are often out of the model's reach (0 of n rollouts, low partial
+    # reward); the nearest ones (some rollouts solved it, or most sub-goals met) are where a
+    # few variants may tip it over: the learnability argument of curriculum methods.
+    hard_sample_pick: str = setting("worst", env="FLYWHEEL_HARD_SAMPLE_PICK", choices=lambda: HARD_SAMPLE_PICKS,
+                                    help="which failures a hard_sample_share below 1 keeps: worst (lowest mean "
+                                         "rollout reward first) or nearest (highest first: the failures the policy "
+                                         "came closest to solving)")
     # Off by default: the untrained base solves nothing, so its rollouts made every r000
     # instance a "failure" and the flywheel's first hard samples aimed at nothing in particular.
     first_round_policy_rollouts: bool = setting(
@@ -314,7 +322,8 @@ def hard_samples(config: RoundConfig, round_key: str, instances: Sequence[TaskIn
         if not s.success and s.instance_id not in failed:
             failed[s.instance_id] = (by_id[s.instance_id], s)
             failure_types[s.instance_id] = failure_type(s, trajectory_of[s.trajectory_id]) or "missed_subgoal"
-    parents = _worst_failures(failed, rewards, int(config.hard_sample_share * len(first_score)))
+    parents = _chosen_failures(failed, rewards, int(config.hard_sample_share * len(first_score)),
+                               nearest=config.hard_sample_pick == "nearest")
     if config.hard_sample_parents == "uniform":
         drawn = random.Random(f"{config.seed}/{round_key}/uniform-parents").sample(
             sorted(first_score), min(len(parents), len(first_score)))
@@ -324,11 +333,13 @@ def hard_samples(config: RoundConfig, round_key: str, instances: Sequence[TaskIn
                             failure_types=failure_types, max_turns=config.max_turns, user_factory=user_factory, backend_for=backend_for)
 
 
-def _worst_failures(failed: dict[str, tuple[TaskInstance, Score]], rewards: dict[str, list[float]],
-                    limit: int) -> list[tuple[TaskInstance, Score]]:
+def _chosen_failures(failed: dict[str, tuple[TaskInstance, Score]], rewards: dict[str, list[float]],
+                     limit: int, *, nearest: bool = False) -> list[tuple[TaskInstance, Score]]:
     """The failures, or when there are more than ``limit``, the ``limit`` with the lowest mean
-    of their policy rollouts' ``rewards`` (ties by instance id), in the order they failed."""
+    of their policy rollouts' ``rewards`` (``nearest``: the highest), ties by instance id, in
+    the order they failed."""
     if len(failed) <= limit:
         return list(failed.values())
-    worst = set(sorted(failed, key=lambda i: (sum(rewards[i]) / len(rewards[i]), i))[:limit])
-    return [parent for i, parent in failed.items() if i in worst]
+    sign = -1 if nearest else 1
+    chosen = set(sorted(failed, key=lambda i: (sign * sum(rewards[i]) / len(rewards[i]), i))[:limit])
+    return [parent for i, parent in failed.items() if i in chosen]
