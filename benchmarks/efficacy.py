@@ -36,7 +36,9 @@ comparison on a pretrained small model is, for example,
 FLYWHEEL_GRPO_LEARNING_RATE=1e-6 python benchmarks/efficacy.py`` (on a GPU: see the README
 for its cost on CPU), and a sharper aim (the worst half of a round's instances as parents, in
 both arms, with twice the variants each) is ``FLYWHEEL_HARD_SAMPLE_SHARE=0.5
-FLYWHEEL_AUGMENT_PER_FAILURE=4 python benchmarks/efficacy.py``. ``benchmarks/limits.py``
+FLYWHEEL_AUGMENT_PER_FAILURE=4 python benchmarks/efficacy.py`` (add
+``FLYWHEEL_HARD_SAMPLE_PICK=nearest`` for the half the policy came closest to solving
+instead). ``benchmarks/limits.py``
 measures, on the homes this leaves, how far the arms' data differ and how much a round learns.
 """
 
