@@ -75,7 +75,7 @@ class RoundConfig(SettingsGroup):
                                             "parents drawn uniformly, failed or not)")
     # A failure is any failed rollout, and at rollout temperature a trained policy fails most
     # of a round that way (benchmarks/limits.py measures it): the aim then barely differs
-    # from a uniform draw. A share below 1 keeps the worst failures only.
+    # from a uniform draw. A share below 1 keeps only some failures (hard_sample_pick says which).
     hard_sample_share: float = setting(1.0, env="FLYWHEEL_HARD_SAMPLE_SHARE", ge=0, le=1,
                                        help="at most this share of the round's played instances become hard-sample "
                                             "parents: its failures, in the order hard_sample_pick says (1: every "
