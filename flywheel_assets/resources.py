@@ -114,7 +114,8 @@ class TrainingResource(settings_fields(TrainingConfig), _SettingsResource):  # t
         from flywheel_training.tiny import TinyConfig
 
         return TinyConfig(seed=self.model_seed, induction_steps=self.base_induction_steps,
-                          recall_steps=self.base_recall_steps)
+                          recall_steps=self.base_recall_steps, hidden_size=self.base_hidden_size,
+                          intermediate_size=3 * self.base_hidden_size, num_hidden_layers=self.base_layers)
 
     def base(self, log: Callable[[str], None] | None = None) -> Path:
         """The base checkpoint round r000 starts from: the embedded model, built

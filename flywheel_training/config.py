@@ -27,6 +27,12 @@ class TrainingConfig(SettingsGroup):
                                         help="the base's synthetic pretraining: induction steps (pretrain.py)")
     base_recall_steps: int = setting(800, env="FLYWHEEL_BASE_RECALL_STEPS", ge=0,
                                      help="the base's synthetic pretraining: recall steps")
+    # The size of the embedded base (tiny.TinyConfig); attention keeps its 4 heads of 64, and the
+    # MLP is 3x the hidden size, as in the default. A new size builds a new base beside the old.
+    base_hidden_size: int = setting(128, env="FLYWHEEL_BASE_HIDDEN_SIZE", ge=16,
+                                    help="the embedded base's hidden size (its MLP is 3x this); 128: ~1M parameters")
+    base_layers: int = setting(2, env="FLYWHEEL_BASE_LAYERS", ge=1,
+                               help="the embedded base's transformer layers (the first attends locally)")
     sft_steps: int = setting(1200, env="FLYWHEEL_SFT_STEPS", ge=1,
                              help="round-0 cold-start SFT steps on the teacher's solutions")
     # Higher rates learn the format sooner but wipe out the copying heads of the pretrained

@@ -257,3 +257,17 @@ def test_rft_data_adds_the_teachers_solutions_of_what_the_policy_failed(world):
     mixed = rft_data(instances, trajectories, scores, policy_name=flaky[0].policy, teacher_name=teacher[0].policy)
     assert plain.counts["teacher_fixes"] == 0 and mixed.counts["teacher_fixes"] == len(failed)
     assert len(mixed.rows) == len(plain.rows) + len(failed)
+
+
+def test_the_base_size_settings_build_a_base_of_that_size_beside_the_default(tmp_path):
+    from flywheel_assets.resources import TrainingResource
+    from flywheel_training.tiny import config_digest
+
+    assert TrainingResource().base_config() == TinyConfig()  # the defaults are the embedded model's
+    training = TrainingResource(checkpoint_dir=str(tmp_path), base_hidden_size=64, base_layers=3,
+                                base_induction_steps=0, base_recall_steps=0)
+    path = training.base()
+    assert path.name == f"base-{config_digest(training.base_config())}" != f"base-{config_digest(TinyConfig())}"
+    model, _ = load_checkpoint(path)
+    assert (model.config.hidden_size, model.config.intermediate_size, model.config.num_hidden_layers) == (64, 192, 3)
+    assert model.config.layer_types == ["sliding_attention", "full_attention", "full_attention"]
