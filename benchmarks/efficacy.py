@@ -13,6 +13,9 @@ hard samples are a trained model's failures; ``--rounds`` counts the rounds afte
     python benchmarks/efficacy.py [--rounds 4] [--seeds 2] [--workers 2] [--eval-trials 2]
                                   [--tasks-per-domain 8] [--out .flywheel/efficacy]
 
+``--rounds 0`` runs the cold starts alone (what a setting's r000 gives, for example a larger
+base: ``FLYWHEEL_BASE_HIDDEN_SIZE=256``); the rounds later run on the same ``--out`` read them.
+
 Each (arm, seed) is a full `flywheel run` in its own home, all from one base (built once).
 With the cold start, r000 is the same in both arms (it has no hard samples), so it runs once
 per seed and both arms continue from a copy of it. Runs go ``--workers`` at a time, each in
@@ -177,7 +180,9 @@ def interval(values: np.ndarray, rng: np.random.Generator) -> tuple[float, float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=4, help="rounds after the cold start r000")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="rounds after the cold start r000 (0: the cold starts alone, to see what a setting's "
+                             "r000 gives before running the rounds on the same --out)")
     parser.add_argument("--seeds", type=int, default=2, help="round seeds per arm (0, 1, ...)")
     parser.add_argument("--workers", type=int, default=2, help="runs at a time, each in its own process")
     parser.add_argument("--eval-trials", type=int, default=2, help="held-out trials per task")
@@ -189,6 +194,8 @@ def main() -> None:
     parser.add_argument("--no-cold-start", action="store_true",
                         help="let the untrained base play r000 too (the old first round; r000 then runs per arm)")
     args = parser.parse_args()
+    if args.rounds < 0 or (args.rounds == 0 and args.no_cold_start):
+        parser.error("--rounds counts the rounds after the cold start: 0 (the cold starts alone) or more")
     out = Path(args.out).resolve()
     knobs: dict[str, Any] = {k: v for k, v in (("tasks_per_domain", args.tasks_per_domain),
                                                  ("max_turns", args.max_turns)) if v}
@@ -212,11 +219,14 @@ def main() -> None:
                          f"cold start seed {seed}") for seed in seeds], args.workers)
         shared = dict(zip(seeds, done))
         first = 1
-    jobs = [(out / f"{arm}-seed{seed}", first, args.rounds + 1, overrides(seed, parents),
-             out / f"coldstart-seed{seed}" if first else base, f"{arm} seed {seed}")
-            for seed in seeds for arm, parents in ARMS.items()]
-    print(f"{len(jobs)} runs of rounds r{first:03d}..r{args.rounds:03d}, {args.workers} at a time", flush=True)
-    results = iter(run_all(jobs, args.workers))
+    if args.rounds == 0:  # the cold starts alone; a later run on this --out reads them
+        results = iter([(shared[seed][0], 0.0) for seed in seeds for _ in ARMS])
+    else:
+        jobs = [(out / f"{arm}-seed{seed}", first, args.rounds + 1, overrides(seed, parents),
+                 out / f"coldstart-seed{seed}" if first else base, f"{arm} seed {seed}")
+                for seed in seeds for arm, parents in ARMS.items()]
+        print(f"{len(jobs)} runs of rounds r{first:03d}..r{args.rounds:03d}, {args.workers} at a time", flush=True)
+        results = iter(run_all(jobs, args.workers))
     curves: dict[str, list[dict[str, dict[str, Any]]]] = {arm: [] for arm in ARMS}
     seconds: dict[str, list[float]] = {arm: [] for arm in ARMS}
     for seed in seeds:

@@ -79,3 +79,36 @@ def test_the_code_digest_follows_the_packages_files(efficacy, tmp_path, monkeypa
     (copy / "__init__.py").write_text("")
     monkeypatch.setattr(flywheel_assets, "__file__", str(copy / "__init__.py"))
     assert efficacy.code_digest() != before
+
+
+def test_rounds_0_reports_the_cold_starts_alone_and_runs_no_arm(efficacy, tmp_path, monkeypatch):
+    import os
+    import sys
+
+    import torch
+
+    threads = torch.get_num_threads()
+    for name, value in {"FLYWHEEL_BASE_HIDDEN_SIZE": "16", "FLYWHEEL_BASE_LAYERS": "1",
+                        "FLYWHEEL_BASE_INDUCTION_STEPS": "0", "FLYWHEEL_BASE_RECALL_STEPS": "0"}.items():
+        monkeypatch.setenv(name, value)  # a small base, built for real; the cold starts are recorded
+    monkeypatch.setenv("EFFICACY_THREADS", str(os.cpu_count() or 1))  # what --workers 1 gives a run
+    efficacy._share_cores()
+    curves = [{"r000": {"pass_1": 0.25, "trials": 2, "successes": {"t1": 1, "t2": 0}}},
+              {"r000": {"pass_1": 0.75, "trials": 2, "successes": {"t1": 2, "t2": 1}}}]
+    for seed, curve in enumerate(curves):
+        overrides = {"round_config": {"hard_sample_parents": "failures", "seed": seed, "tasks_per_domain": 8,
+                                      "first_round_policy_rollouts": False},
+                     "training": {"eval_trials": 2, "evaluate_base": False, "eval_greedy": False}}
+        record(efficacy, tmp_path / f"coldstart-seed{seed}", efficacy.run_key(0, 1, overrides), curve)
+    try:
+        monkeypatch.setattr(sys, "argv", ["efficacy.py", "--rounds", "0", "--workers", "1", "--out", str(tmp_path)])
+        efficacy.main()
+    finally:
+        torch.set_num_threads(threads)
+    written = json.loads((tmp_path / "efficacy.json").read_text())
+    assert [row["round"] for row in written["table"]] == ["r000"]
+    assert written["table"][0]["flywheel"] == written["table"][0]["control"] == 0.5  # both seeds' tasks
+    assert not any(tmp_path.glob("flywheel-seed*")) and not any(tmp_path.glob("control-seed*"))
+    monkeypatch.setattr(sys, "argv", ["efficacy.py", "--rounds", "0", "--no-cold-start", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        efficacy.main()
