@@ -31,7 +31,9 @@ A run is never repeated: each home records the finished run it holds (``efficacy
 the job, the FLYWHEEL_* settings, a digest of the code, the libraries' versions, the CPU kind
 and threads), and a home whose record matches the job is read instead of run. So more seeds
 on the same ``--out`` (``--seeds 4`` after ``--seeds 2``) run only the new seeds, and the
-table covers all of them; a change to anything that decides results runs everything again.
+table covers all of them; more rounds (``--rounds 6`` after ``--rounds 4``) continue each
+finished run from its last round; a change to anything that decides results runs everything
+again.
 
 Every other setting comes from the FLYWHEEL_* environment, as in ``flywheel run``: the same
 comparison on a pretrained small model is, for example,
@@ -86,15 +88,22 @@ def run_arm(home: Path, first: int, rounds: int, overrides: dict[str, dict[str, 
         print(f"  [{label}] reused: {home / FINISHED} records this very run "
               f"({finished[1]:.0f}s when it ran)", flush=True)
         return finished
-    shutil.rmtree(home, ignore_errors=True)
-    if first:
-        shutil.copytree(start_from, home)
-    else:  # the base, built once, copied where each home looks for it
-        shutil.copytree(start_from, home / ".flywheel" / "checkpoints" / start_from.name)
+    earlier, ran_before = shorter_run(home, key), 0.0
+    if earlier is not None:  # the same job with fewer rounds: its rounds are these rounds' first ones
+        resume, ran_before = earlier
+        print(f"  [{label}] continues the run {home / FINISHED} records from round r{resume:03d}", flush=True)
+        (home / FINISHED).unlink()  # a continuation cut off midway must not pass for the shorter run
+    else:
+        resume = first
+        shutil.rmtree(home, ignore_errors=True)
+        if first:
+            shutil.copytree(start_from, home)
+        else:  # the base, built once, copied where each home looks for it
+            shutil.copytree(start_from, home / ".flywheel" / "checkpoints" / start_from.name)
     started = time.perf_counter()
-    outcomes = run_rounds(home, rounds, first=first, overrides=overrides,
+    outcomes = run_rounds(home, rounds, first=resume, overrides=overrides,
                           report=lambda line: print(f"  [{label}] {line}", flush=True))
-    if len(outcomes) != rounds - first or not all(o.success for o in outcomes):
+    if len(outcomes) != rounds - resume or not all(o.success for o in outcomes):
         failed = next((o for o in outcomes if not o.success), None)
         raise RuntimeError(f"{label} failed: {failed.error if failed else 'no round ran'}")
     rows = Warehouse(home / ".flywheel" / "warehouse.duckdb").records(
@@ -102,7 +111,7 @@ def run_arm(home: Path, first: int, rounds: int, overrides: dict[str, dict[str, 
         "ORDER BY round")
     curve = {r["round"]: {"pass_1": r["pass_1"], "trials": r["trials"], "successes": r["row"]["successes"]}
              for r in rows}
-    took = time.perf_counter() - started
+    took = time.perf_counter() - started + ran_before
     # written last, so a run cut off midway is never mistaken for a finished one
     (home / FINISHED).write_text(json.dumps({"key": key, "seconds": took, "curve": curve}, indent=1))
     return curve, took
@@ -130,6 +139,22 @@ def finished_run(home: Path, key: dict[str, Any]) -> tuple[dict[str, dict[str, A
     if not isinstance(record, dict) or record.get("key") != key or "curve" not in record:
         return None
     return record["curve"], float(record.get("seconds", 0.0))
+
+
+def shorter_run(home: Path, key: dict[str, Any]) -> tuple[int, float] | None:
+    """(its rounds, its seconds) where ``home`` holds a finished run of the same job as ``key``
+    but fewer rounds: rounds are run in order and none depends on how many follow, so the
+    longer job continues it (as ``flywheel run --from-round`` continues a home)."""
+    try:
+        record = json.loads((home / FINISHED).read_text())
+        recorded = record["key"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    if not isinstance(recorded, dict) or {**recorded, "rounds": key["rounds"]} != key:
+        return None
+    if not isinstance(recorded.get("rounds"), int) or not key["first"] < recorded["rounds"] < key["rounds"]:
+        return None
+    return recorded["rounds"], float(record.get("seconds", 0.0))
 
 
 def code_digest() -> str:

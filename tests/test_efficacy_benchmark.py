@@ -112,3 +112,42 @@ def test_rounds_0_reports_the_cold_starts_alone_and_runs_no_arm(efficacy, tmp_pa
     monkeypatch.setattr(sys, "argv", ["efficacy.py", "--rounds", "0", "--no-cold-start", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         efficacy.main()
+
+
+def test_more_rounds_continue_a_finished_run_from_its_last_round(efficacy, tmp_path, monkeypatch):
+    import duckdb
+
+    from flywheel_assets.store import Warehouse
+    from flywheel_assets.runner import RoundOutcome
+
+    monkeypatch.setenv("EFFICACY_THREADS", "1")
+    efficacy._share_cores()
+    home = tmp_path / "flywheel-seed0"
+    store = Warehouse(home / ".flywheel" / "warehouse.duckdb")
+    store.ensure_schema()
+    calls = []
+
+    def play(home_, rounds, *, first, overrides, report):  # the rounds' evaluations, as run_rounds writes them
+        calls.append((first, rounds))
+        with duckdb.connect(str(store.path)) as con:
+            for i in range(first, rounds):
+                con.execute("INSERT INTO evaluations (round, group_name, subject, trials, pass_1, row) "
+                            "VALUES (?, 'all', 'checkpoint', 2, 0.5, ?)",
+                            [f"r{i:03d}", json.dumps({"successes": {"t1": 1, "t2": i % 3}})])
+        return [RoundOutcome(f"r{i:03d}", True, 1.0, "run") for i in range(first, rounds)]
+
+    monkeypatch.setattr(efficacy, "run_rounds", play)
+    play(home, 5, first=1, overrides=OVERRIDES, report=print)  # a finished four-round run, recorded
+    calls.clear()
+    record(efficacy, home, efficacy.run_key(1, 5, OVERRIDES), {"r001": CURVE["r001"]})
+    (home / "left-alone").write_text("a rerun would have wiped the home")
+    curve, seconds = efficacy.run_arm(home, 1, 7, OVERRIDES, tmp_path / "no-cold-start-here", "flywheel seed 0")
+    assert calls == [(5, 7)]  # r005 and r006 only
+    assert sorted(curve) == [f"r{i:03d}" for i in range(1, 7)] and curve["r006"]["successes"] == {"t1": 1, "t2": 0}
+    assert seconds >= 12.5 and (home / "left-alone").exists()
+    assert efficacy.finished_run(home, efficacy.run_key(1, 7, OVERRIDES)) == (curve, seconds)
+    assert efficacy.shorter_run(home, efficacy.run_key(1, 5, OVERRIDES)) is None  # it holds more rounds
+    # a shorter run of another job (the other arm) is not continued: the home runs from the start
+    record(efficacy, home, efficacy.run_key(1, 5, {**OVERRIDES, "round_config": {"hard_sample_parents": "uniform",
+                                                                                  "seed": 0}}))
+    assert efficacy.shorter_run(home, efficacy.run_key(1, 7, OVERRIDES)) is None
