@@ -88,13 +88,11 @@ def run_arm(home: Path, first: int, rounds: int, overrides: dict[str, dict[str, 
         print(f"  [{label}] reused: {home / FINISHED} records this very run "
               f"({finished[1]:.0f}s when it ran)", flush=True)
         return finished
-    earlier, ran_before = shorter_run(home, key), 0.0
-    if earlier is not None:  # the same job with fewer rounds: its rounds are these rounds' first ones
-        resume, ran_before = earlier
+    resume, ran_before = shorter_run(home, key) or (first, 0.0)
+    if resume > first:  # the same job with fewer rounds: its rounds are these rounds' first ones
         print(f"  [{label}] continues the run {home / FINISHED} records from round r{resume:03d}", flush=True)
         (home / FINISHED).unlink()  # a continuation cut off midway must not pass for the shorter run
     else:
-        resume = first
         shutil.rmtree(home, ignore_errors=True)
         if first:
             shutil.copytree(start_from, home)
@@ -130,13 +128,21 @@ def run_key(first: int, rounds: int, overrides: dict[str, dict[str, Any]]) -> di
             "machine": machine(), "threads": torch.get_num_threads()}
 
 
-def finished_run(home: Path, key: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], float] | None:
-    """(curve, seconds) recorded in ``home`` by a finished run with exactly ``key``, else None."""
+def recorded_run(home: Path) -> dict[str, Any] | None:
+    """The finished run ``home`` records (``FINISHED``: its key, curve and seconds), else None."""
     try:
         record = json.loads((home / FINISHED).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or record.get("key") != key or "curve" not in record:
+    if not isinstance(record, dict) or not isinstance(record.get("key"), dict) or "curve" not in record:
+        return None
+    return record
+
+
+def finished_run(home: Path, key: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], float] | None:
+    """(curve, seconds) recorded in ``home`` by a finished run with exactly ``key``, else None."""
+    record = recorded_run(home)
+    if record is None or record["key"] != key:
         return None
     return record["curve"], float(record.get("seconds", 0.0))
 
@@ -145,16 +151,13 @@ def shorter_run(home: Path, key: dict[str, Any]) -> tuple[int, float] | None:
     """(its rounds, its seconds) where ``home`` holds a finished run of the same job as ``key``
     but fewer rounds: rounds are run in order and none depends on how many follow, so the
     longer job continues it (as ``flywheel run --from-round`` continues a home)."""
-    try:
-        record = json.loads((home / FINISHED).read_text())
-        recorded = record["key"]
-    except (OSError, ValueError, TypeError, KeyError):
+    record = recorded_run(home)
+    if record is None or {**record["key"], "rounds": key["rounds"]} != key:
         return None
-    if not isinstance(recorded, dict) or {**recorded, "rounds": key["rounds"]} != key:
+    rounds = record["key"].get("rounds")
+    if not isinstance(rounds, int) or not key["first"] < rounds < key["rounds"]:
         return None
-    if not isinstance(recorded.get("rounds"), int) or not key["first"] < recorded["rounds"] < key["rounds"]:
-        return None
-    return recorded["rounds"], float(record.get("seconds", 0.0))
+    return rounds, float(record.get("seconds", 0.0))
 
 
 def code_digest() -> str:
