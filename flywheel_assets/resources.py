@@ -124,6 +124,7 @@ class TrainingResource(settings_fields(TrainingConfig), _SettingsResource):  # t
         from flywheel_training.rounds import ensure_base
         from flywheel_training.tiny import config_digest
 
+        self.settings()  # checks the settings together: a pretrained base refuses the embedded base's sizes
         if self.base_model:
             from flywheel_training.pretrained import ensure_pretrained_base
 

@@ -8,9 +8,14 @@ then its model depends on the machine's speed.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Self
+
+from pydantic import model_validator
 
 from flywheel_assets.world.settings import SettingsGroup, setting
+
+# What builds the embedded base; a pretrained base_model is converted instead, so these would do nothing.
+EMBEDDED_BASE_SETTINGS = ("base_induction_steps", "base_recall_steps", "base_hidden_size", "base_layers")
 
 
 class TrainingConfig(SettingsGroup):
@@ -79,3 +84,15 @@ class TrainingConfig(SettingsGroup):
                                       help="sampling temperature of the held-out trials (the mock user is "
                                            "deterministic: greedy trials would all be one episode, which is "
                                            "why the greedy figure is one more trial of its own)")
+
+    @model_validator(mode="after")
+    def _embedded_base_settings_without_base_model(self) -> Self:
+        changed = [name for name in EMBEDDED_BASE_SETTINGS
+                   if getattr(self, name) != type(self).model_fields[name].default]
+        if self.base_model and changed:
+            named = ", ".join(f"{self.group}.{spec.name} ({spec.env}, {spec.flag})"
+                              for spec in self.specs() if spec.name in changed)
+            raise ValueError(f"{named} build the embedded base, but training.base_model (FLYWHEEL_BASE_MODEL, "
+                             f"--base-model) is {self.base_model!r}, a pretrained base that is converted, not "
+                             f"built: unset one or the other")
+        return self

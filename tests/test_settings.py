@@ -80,6 +80,9 @@ def test_flags_override_only_what_they_name_and_keep_the_environment(monkeypatch
      "embedded, teacher, teacher-jit, random, do-nothing, flaky-teacher, openai"),
     ([], {"FLYWHEEL_MAX_TURNS": "many"}, "FLYWHEEL_MAX_TURNS='many'", "is not an integer"),
     (["--fail-share", "1.5"], {}, "policy.fail_share (FLYWHEEL_FAIL_SHARE, --fail-share)", "less than or equal to 1"),
+    (["--base-layers", "3"], {"FLYWHEEL_BASE_MODEL": "smollm2"},
+     "training.base_layers (FLYWHEEL_BASE_LAYERS, --base-layers) build the embedded base",
+     "converted, not built: unset one or the other"),
 ])
 def test_an_invalid_setting_fails_before_anything_runs_naming_it(tmp_path, monkeypatch, capsys, argv, env, named,
                                                                  allowed):

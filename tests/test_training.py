@@ -271,3 +271,15 @@ def test_the_base_size_settings_build_a_base_of_that_size_beside_the_default(tmp
     model, _ = load_checkpoint(path)
     assert (model.config.hidden_size, model.config.intermediate_size, model.config.num_hidden_layers) == (64, 192, 3)
     assert model.config.layer_types == ["sliding_attention", "full_attention", "full_attention"]
+
+
+def test_a_pretrained_base_refuses_the_embedded_base_size_settings_instead_of_ignoring_them(tmp_path):
+    from flywheel_assets.resources import TrainingResource
+    from flywheel_assets.world.settings import SettingsError
+
+    training = TrainingResource(checkpoint_dir=str(tmp_path), base_model="smollm2", base_hidden_size=256)
+    with pytest.raises(SettingsError, match=r"training.base_hidden_size \(FLYWHEEL_BASE_HIDDEN_SIZE"):
+        training.settings()
+    with pytest.raises(SettingsError, match="base_model"):
+        training.base()
+    assert not any(tmp_path.iterdir())  # nothing converted
