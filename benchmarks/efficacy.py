@@ -39,11 +39,11 @@ Every other setting comes from the FLYWHEEL_* environment, as in ``flywheel run`
 comparison on a pretrained small model is, for example,
 ``FLYWHEEL_BASE_MODEL=smollm2 FLYWHEEL_SFT_LEARNING_RATE=2e-5 FLYWHEEL_RFT_LEARNING_RATE=1e-5
 FLYWHEEL_GRPO_LEARNING_RATE=1e-6 python benchmarks/efficacy.py`` (on a GPU: see the README
-for its cost on CPU), and a sharper aim (the worst half of a round's instances as parents, in
-both arms, with twice the variants each) is ``FLYWHEEL_HARD_SAMPLE_SHARE=0.5
-FLYWHEEL_AUGMENT_PER_FAILURE=4 python benchmarks/efficacy.py`` (add
-``FLYWHEEL_HARD_SAMPLE_PICK=nearest`` for the half the policy came closest to solving
-instead). ``benchmarks/limits.py``
+for its cost on CPU). The defaults aim at the half of a round's instances the policy failed
+but came nearest to solving, 4 variants each, with 900 RFT steps a round; the recipe they
+replaced (every failure, 2 variants each, 300 RFT steps) is ``FLYWHEEL_HARD_SAMPLE_SHARE=1
+FLYWHEEL_AUGMENT_PER_FAILURE=2 FLYWHEEL_RFT_STEPS=300 python benchmarks/efficacy.py``, and
+the worst half instead of the nearest is ``FLYWHEEL_HARD_SAMPLE_PICK=worst``. ``benchmarks/limits.py``
 measures, on the homes this leaves, how far the arms' data differ and how much a round learns.
 """
 

@@ -144,8 +144,8 @@ def test_a_hard_sample_share_keeps_the_lowest_or_nearest_failures_and_the_contro
         report = pipeline.hard_samples(config.replace(**change), "r000", instances, trajectories, scores, policy.name)
         return {r["parent_id"] for r in report.records}
 
-    assert parents() == set(failed)  # the default share, 1, keeps every failure
-    aimed = parents(hard_sample_share=limit / len(instances))
+    assert parents(hard_sample_share=1) == set(failed)  # a share of 1 keeps every failure
+    aimed = parents(hard_sample_share=limit / len(instances), hard_sample_pick="worst")
     assert aimed == set(failed[:limit])
     assert max(sum(rewards[i]) for i in aimed) <= min(sum(rewards[i]) for i in set(failed) - aimed)
     control = parents(hard_sample_share=limit / len(instances), hard_sample_parents="uniform")
@@ -155,7 +155,7 @@ def test_a_hard_sample_share_keeps_the_lowest_or_nearest_failures_and_the_contro
     by_nearest = sorted(failed, key=lambda i: (-sum(rewards[i]) / len(rewards[i]), i))
     assert nearest == set(by_nearest[:limit]) and nearest != aimed
     assert min(sum(rewards[i]) for i in nearest) >= max(sum(rewards[i]) for i in set(failed) - nearest)
-    assert parents(hard_sample_pick="nearest") == set(failed)  # the pick only matters below a share of 1
+    assert parents(hard_sample_share=1, hard_sample_pick="worst") == set(failed)  # the pick only matters below 1
     with pytest.raises(ValueError, match="hard_sample_pick"):
         parents(hard_sample_share=0.5, hard_sample_pick="easiest")
 

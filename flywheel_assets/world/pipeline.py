@@ -63,7 +63,7 @@ class RoundConfig(SettingsGroup):
                                          help="policy rollouts per instance (a GRPO group)")
     max_turns: int = setting(12, env="FLYWHEEL_MAX_TURNS", ge=1,
                              help="turns per episode, everywhere (the teacher's longest path takes 8)")
-    augment_per_failure: int = setting(2, env="FLYWHEEL_AUGMENT_PER_FAILURE", ge=0,
+    augment_per_failure: int = setting(4, env="FLYWHEEL_AUGMENT_PER_FAILURE", ge=0,
                                        help="hard-sample variants generated per failed instance")
     # Each failure yields several variants, so uncapped the rounds grow without end.
     max_carried: int = setting(160, env="FLYWHEEL_MAX_CARRIED", ge=0,
@@ -75,15 +75,17 @@ class RoundConfig(SettingsGroup):
                                             "parents drawn uniformly, failed or not)")
     # A failure is any failed rollout, and at rollout temperature a trained policy fails most
     # of a round that way (benchmarks/limits.py measures it): the aim then barely differs
-    # from a uniform draw. A share below 1 keeps only some failures (hard_sample_pick says which).
-    hard_sample_share: float = setting(1.0, env="FLYWHEEL_HARD_SAMPLE_SHARE", ge=0, le=1,
+    # from a uniform draw. A share below 1 keeps only some failures (hard_sample_pick says which);
+    # half of them, 4 variants each (as many hard samples as every failure with 2), is the
+    # recipe that beat the uniform control most (README, *The aim with more training*).
+    hard_sample_share: float = setting(0.5, env="FLYWHEEL_HARD_SAMPLE_SHARE", ge=0, le=1,
                                        help="at most this share of the round's played instances become hard-sample "
                                             "parents: its failures, in the order hard_sample_pick says (1: every "
                                             "failure; 0: no hard samples); the uniform control draws as many")
     # The worst failures are often out of the model's reach (0 of n rollouts, low partial
     # reward); the nearest ones (some rollouts solved it, or most sub-goals met) are where a
     # few variants may tip it over: the learnability argument of curriculum methods.
-    hard_sample_pick: str = setting("worst", env="FLYWHEEL_HARD_SAMPLE_PICK", choices=lambda: HARD_SAMPLE_PICKS,
+    hard_sample_pick: str = setting("nearest", env="FLYWHEEL_HARD_SAMPLE_PICK", choices=lambda: HARD_SAMPLE_PICKS,
                                     help="which failures a hard_sample_share below 1 keeps: worst (lowest mean "
                                          "rollout reward first) or nearest (highest first: the failures the policy "
                                          "came closest to solving)")
