@@ -77,7 +77,7 @@ class RoundConfig(SettingsGroup):
     # of a round that way (benchmarks/limits.py measures it): the aim then barely differs
     # from a uniform draw. A share below 1 keeps only some failures (hard_sample_pick says which);
     # half of them, 4 variants each (as many hard samples as every failure with 2), is the
-    # recipe that beat the uniform control most (README, *The aim with more training*).
+    # recipe that led the uniform control most (README, *Benchmarks*; +0.02, not significant).
     hard_sample_share: float = setting(0.5, env="FLYWHEEL_HARD_SAMPLE_SHARE", ge=0, le=1,
                                        help="at most this share of the round's played instances become hard-sample "
                                             "parents: its failures, in the order hard_sample_pick says (1: every "
