@@ -50,8 +50,8 @@ class TrainingConfig(SettingsGroup):
     grpo_learning_rate: float = setting(3e-4, env="FLYWHEEL_GRPO_LEARNING_RATE", ge=0,
                                         help="GRPO peak learning rate (TRL's linear decay)")
     # At 300 steps a round drew ~56% of its rows and learned little of its own data; 600 and
-    # 900 gained more held out, and only with them did the aimed hard samples beat uniform ones
-    # (README, *What limits it* and *The aim with more training*).
+    # 900 gained more held out, and only with them did the aimed hard samples lead uniform ones
+    # (by ~0.02, an interval spanning 0; README, *What limits it* and *Benchmarks*).
     rft_steps: int = setting(900, env="FLYWHEEL_RFT_STEPS", ge=0,
                              help="rejection-sampled fine-tuning steps per continuation round (0: none)")
     # half the cold start's: continue, don't overwrite (measured held-out pass^1 0.32 vs 0.29)
@@ -93,9 +93,8 @@ class TrainingConfig(SettingsGroup):
         changed = [name for name in EMBEDDED_BASE_SETTINGS
                    if getattr(self, name) != type(self).model_fields[name].default]
         if self.base_model and changed:
-            named = ", ".join(f"{self.group}.{spec.name} ({spec.env}, {spec.flag})"
-                              for spec in self.specs() if spec.name in changed)
-            raise ValueError(f"{named} build the embedded base, but training.base_model (FLYWHEEL_BASE_MODEL, "
-                             f"--base-model) is {self.base_model!r}, a pretrained base that is converted, not "
-                             f"built: unset one or the other")
+            named = ", ".join(spec.named() for spec in self.specs() if spec.name in changed)
+            raise ValueError(f"{named} build the embedded base, but {self.spec('base_model').named()} is "
+                             f"{self.base_model!r}, a pretrained base that is converted, not built: unset one "
+                             f"or the other")
         return self

@@ -40,10 +40,17 @@ class SettingSpec:
     def allowed(self) -> list[str]:
         return list(self.choices()) if self.choices else []
 
+    def where(self) -> str:
+        """Where a user gives it: ``FLYWHEEL_X, --x`` (the variable alone where there is no flag)."""
+        return ", ".join([self.env] + ([self.flag] if self.flag else []))
+
+    def named(self) -> str:
+        """How error messages name it: ``group.name (FLYWHEEL_X, --x)``."""
+        return f"{self.group}.{self.name} ({self.where()})"
+
     def describe(self) -> str:
         """The help text with the default and where else the setting can be given."""
-        where = [self.env] + ([self.flag] if self.flag else [])
-        return f"{self.help} (default: {self.default!r}; {', '.join(where)})"
+        return f"{self.help} (default: {self.default!r}; {self.where()})"
 
 
 def setting(default: Any, *, env: str, help: str, flag: str | bool = True,
@@ -138,9 +145,8 @@ class SettingsGroup(BaseModel):
                                 if error["type"] == "extra_forbidden"
                                 else error["msg"].removeprefix("Value error, "))
                 continue
-            where = ", ".join([spec.env] + ([spec.flag] if spec.flag else []))
             message = error["msg"].removeprefix("Value error, ")
-            problems.append(f"{cls.group}.{name} ({where}) {message}; got {values.get(name, spec.default)!r}")
+            problems.append(f"{spec.named()} {message}; got {values.get(name, spec.default)!r}")
         return "; ".join(problems)
 
     def _loaded_choices(self, name: str) -> list[str]:
@@ -160,8 +166,7 @@ class SettingsGroup(BaseModel):
             unknown = [v for v in given if v not in allowed]
             if unknown or (spec.many and not given):
                 what = f"has unknown {', '.join(map(repr, unknown))}" if unknown else "is empty"
-                where = ", ".join([spec.env] + ([spec.flag] if spec.flag else []))
-                problems.append(f"{type(self).group}.{spec.name} ({where}) {what}: must be "
+                problems.append(f"{spec.named()} {what}: must be "
                                 f"{'a comma-separated list of ' if spec.many else 'one of '}{', '.join(allowed)}")
         if problems:
             raise ValueError("; ".join(problems))
