@@ -151,10 +151,11 @@ def test_a_hard_sample_share_keeps_the_lowest_or_nearest_failures_and_the_contro
     control = parents(hard_sample_share=limit / len(instances), hard_sample_parents="uniform")
     assert len(control) == limit and control != aimed
     assert parents(hard_sample_share=0) == set()
-    nearest = parents(hard_sample_share=limit / len(instances), hard_sample_pick="nearest")
     by_nearest = sorted(failed, key=lambda i: (-sum(rewards[i]) / len(rewards[i]), i))
+    nearest = parents(hard_sample_share=limit / len(instances), hard_sample_pick="nearest")
     assert nearest == set(by_nearest[:limit]) and nearest != aimed
     assert min(sum(rewards[i]) for i in nearest) >= max(sum(rewards[i]) for i in set(failed) - nearest)
+    assert parents(hard_sample_share=0.5 / len(instances)) == {by_nearest[0]}  # a positive share keeps at least one
     assert parents(hard_sample_share=1, hard_sample_pick="worst") == set(failed)  # the pick only matters below 1
     with pytest.raises(ValueError, match="hard_sample_pick"):
         parents(hard_sample_share=0.5, hard_sample_pick="easiest")

@@ -87,9 +87,9 @@ def test_an_llm_teacher_plays_beside_the_policy_and_is_one_of_the_consistency_fi
         store = Warehouse(tmp_path / "warehouse.duckdb")
         config = run_config(overrides={
             "warehouse": {"path": str(store.path)}, "policy": {"name": "flaky-teacher", "fail_share": 1.0},
-            # every failure a parent: the default, half of the round's instances, floors to none here
+            # one instance: the default share, half of it, still makes it a parent
             "round_config": {"domains": "retail", "tasks_per_domain": 1, "rollouts_per_instance": 1,
-                             "backtranslated_per_tree": 0, "hard_sample_share": 1.0},
+                             "backtranslated_per_tree": 0},
             "world": {"world": "llm", "llm_roles": "teacher", "llm_base_url": server.url,
                       "llm_model": "never-solves"}}, log_level="WARNING")
         [outcome] = materialize_rounds(DagsterInstance.ephemeral(), ["r000"], config, store, report=lambda _: None,

@@ -79,8 +79,8 @@ class RoundConfig(SettingsGroup):
     # half of them, 4 variants each (as many hard samples as every failure with 2), is the
     # recipe that led the uniform control most (README, *Benchmarks*; +0.02, not significant).
     hard_sample_share: float = setting(0.5, env="FLYWHEEL_HARD_SAMPLE_SHARE", ge=0, le=1,
-                                       help="at most this share of the round's played instances become hard-sample "
-                                            "parents: its failures, in the order hard_sample_pick says (1: every "
+                                       help="at most this share of the round's played instances (at least one) become "
+                                            "hard-sample parents: its failures, in the order hard_sample_pick says (1: every "
                                             "failure; 0: no hard samples); the uniform control draws as many")
     # The worst failures are often out of the model's reach (0 of n rollouts, low partial
     # reward); the nearest ones (some rollouts solved it, or most sub-goals met) are where a
@@ -324,8 +324,9 @@ def hard_samples(config: RoundConfig, round_key: str, instances: Sequence[TaskIn
         if not s.success and s.instance_id not in failed:
             failed[s.instance_id] = (by_id[s.instance_id], s)
             failure_types[s.instance_id] = failure_type(s, trajectory_of[s.trajectory_id]) or "missed_subgoal"
-    parents = _chosen_failures(failed, rewards, int(config.hard_sample_share * len(first_score)),
-                               nearest=config.hard_sample_pick == "nearest")
+    # At least one parent when the share is positive: floored, half of a one-instance round is none.
+    limit = max(1, int(config.hard_sample_share * len(first_score))) if config.hard_sample_share > 0 else 0
+    parents = _chosen_failures(failed, rewards, limit, nearest=config.hard_sample_pick == "nearest")
     if config.hard_sample_parents == "uniform":
         drawn = random.Random(f"{config.seed}/{round_key}/uniform-parents").sample(
             sorted(first_score), min(len(parents), len(first_score)))
