@@ -59,6 +59,11 @@ def test_each_round_trains_a_checkpoint_from_the_previous_one(trained):
         assert (Path(row["path"]) / "config.json").exists()
     assert first["data_counts"]["teacher_trajectories"] > 0 and first["losses"]
     assert "grpo_groups" in second["data_counts"]
+    # the last logged loss is a round figure; r001's 2 RFT steps log none (every 5th step logs), so it has none
+    figures = {(r, m): v for r, m, v in store.query("SELECT round, metric, value FROM round_metrics "
+                                                     "WHERE stage = 'policy_checkpoints'").iter_rows()}
+    assert figures[("r000", "final_loss")] == pytest.approx(first["losses"][-1], abs=1e-3)
+    assert not second["losses"] and ("r001", "final_loss") not in figures
     # round 1 was played by round 0's checkpoint, round 0 by the base
     policies = {r["policy"] for r in store.read_round("rollouts", "r001") if r["role"] == "policy"}
     assert policies == {f"embedded:{first['checkpoint_id'][:12]}"}

@@ -57,7 +57,8 @@ def policy_checkpoint(context: AssetExecutionContext, warehouse: WarehouseResour
            "losses": meta.losses, "rewards": meta.rewards, "meta": meta.reproducible(), "plan": meta.plan}
     figures = {"train_seconds": round_to(sum(float(m.get("seconds", 0.0)) for m in meta.metrics.values()
                                               if isinstance(m, dict))),
-               "final_loss": round_to(meta.losses[-1]) if meta.losses else 0.0,
+               # absent, not 0.0, when the trainer logged no loss (a stage shorter than its logging interval)
+               **({"final_loss": round_to(meta.losses[-1])} if meta.losses else {}),
                "time_cap_hit": len(capped),
                **{f"{r['stage']}_steps": int(r.get("steps", 0)) for r in executed},
                **{k: int(v) for k, v in meta.data_counts.items()}}
