@@ -80,8 +80,8 @@ class RoundConfig(SettingsGroup):
     # recipe that led the uniform control most (README, *Benchmarks*; +0.02, not significant).
     hard_sample_share: float = setting(0.5, env="FLYWHEEL_HARD_SAMPLE_SHARE", ge=0, le=1,
                                        help="at most this share of the round's played instances (at least one) become "
-                                            "hard-sample parents: its failures, in the order hard_sample_pick says (1: every "
-                                            "failure; 0: no hard samples); the uniform control draws as many")
+                                            "hard-sample parents: its failures, in the order hard_sample_pick says "
+                                            "(1: every failure; 0: no hard samples); the uniform control draws as many")
     # The worst failures are often out of the model's reach (0 of n rollouts, low partial
     # reward); the nearest ones (some rollouts solved it, or most sub-goals met) are where a
     # few variants may tip it over: the learnability argument of curriculum methods.
