@@ -60,6 +60,11 @@ def parents(store: Warehouse, round_key: str) -> set[str]:
         "SELECT DISTINCT parent_id FROM hard_samples WHERE round = ?", [round_key])}
 
 
+def share(value: float | None) -> str:
+    """A share to two places, or "-" where the stage did not run."""
+    return "-" if value is None else f"{value:.2f}"
+
+
 def data_and_signal(store: Warehouse, config: TrainingConfig) -> list[dict[str, Any]]:
     """Per continuation round: failures, the hard-sample parents' failure share, the RFT mix
     and coverage, and GRPO's groups with signal."""
@@ -69,17 +74,25 @@ def data_and_signal(store: Warehouse, config: TrainingConfig) -> list[dict[str, 
         round_key, counts = ck["round"], ck["data_counts"]
         played, failed = failed_instances(store, round_key)
         drawn = parents(store, round_key)
-        rft = next(s for s in ck["plan"]["executed"] if s["stage"] == "rft")
-        pool = counts["rows"] * (1 + config.id_augment)
-        draws = min(pool, rft["steps"] * config.batch_size)
+        rft_steps = sum(s["steps"] for s in ck["plan"]["executed"] if s["stage"] == "rft")
+        rows = counts.get("rows", 0)
+        pool = rows * (1 + config.id_augment)
+        draws = min(pool, rft_steps * config.batch_size)
         table.append({
             "round": round_key, "instances": len(played), "failed": len(failed),
             "parents": len(drawn), "parents_failed_share": len(drawn & failed) / len(drawn) if drawn else 0.0,
-            "rft_rows": counts["rows"], "hard_sample_share": counts["hard_sample_solutions"] / counts["rows"],
-            "rft_distinct_coverage": 1 - (1 - draws / pool) ** (1 + config.id_augment),
-            "grpo_groups": counts["grpo_groups"],
-            "grpo_signal_share": 1 - counts["grpo_saturated_groups"] / counts["grpo_groups"]})
+            "rft_rows": rows, "hard_sample_share": counts.get("hard_sample_solutions", 0) / rows if rows else None,
+            "rft_distinct_coverage": 1 - (1 - draws / pool) ** (1 + config.id_augment) if pool else None,
+            **grpo_signal(counts)})
     return table
+
+
+def grpo_signal(counts: dict[str, Any]) -> dict[str, Any]:
+    """GRPO's groups and the share with a reward difference; None where GRPO formed no groups
+    (``grpo_steps`` 0, or one rollout per instance: a round's counts then name no groups)."""
+    groups = counts.get("grpo_groups", 0)
+    return {"grpo_groups": groups,
+            "grpo_signal_share": 1 - counts.get("grpo_saturated_groups", 0) / groups if groups else None}
 
 
 def capacity(training: TrainingResource, store: Warehouse, round_key: str, trained_on: list[TaskInstance],
@@ -131,8 +144,8 @@ def main() -> None:
         rows = report["data"][home.name] = data_and_signal(warehouse(home), config)
         for r in rows:
             print(f"{home.name:>16} {r['round']:>5} {r['failed']:>6}/{r['instances']:<6} "
-                  f"{r['parents_failed_share']:>14.2f} {r['hard_sample_share']:>16.2f} "
-                  f"{r['rft_distinct_coverage']:>13.2f} {r['grpo_signal_share']:>21.2f}")
+                  f"{r['parents_failed_share']:>14.2f} {share(r['hard_sample_share']):>16} "
+                  f"{share(r['rft_distinct_coverage']):>13} {share(r['grpo_signal_share']):>21}")
 
     print("\nparents shared by the two arms where they play the same rollouts (r001, same seed)")
     for fly in (h for h in homes if h.name.startswith("flywheel-")):

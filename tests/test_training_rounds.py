@@ -163,14 +163,19 @@ def test_each_round_plays_the_external_benchmark_it_is_asked_to(trained):
     assert {e["relation"] for e in edges} == {"external_evaluation_of:bfcl"} and len(edges) == 2
 
 
-def test_the_limits_benchmark_measures_the_rounds_failures_parents_and_training_coverage(trained):
+def _limits_benchmark():
     import importlib.util
-
-    from flywheel_training.config import TrainingConfig
 
     spec = importlib.util.spec_from_file_location("limits", Path(__file__).parents[1] / "benchmarks" / "limits.py")
     limits = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(limits)
+    return limits
+
+
+def test_the_limits_benchmark_measures_the_rounds_failures_parents_and_training_coverage(trained):
+    from flywheel_training.config import TrainingConfig
+
+    limits = _limits_benchmark()
     _, store = trained
     scores = [r for r in store.read_round("rubric_scores", "r001") if r["role"] == "policy"]
     played, failed = limits.failed_instances(store, "r001")
@@ -186,3 +191,13 @@ def test_the_limits_benchmark_measures_the_rounds_failures_parents_and_training_
     pool = counts["rows"] * 6  # each row and its 5 renamed-id copies; 2 steps draw 2 conversations each
     assert row["rft_distinct_coverage"] == pytest.approx(1 - (1 - 4 / pool) ** 6)
     assert row["grpo_signal_share"] == pytest.approx(1 - counts["grpo_saturated_groups"] / counts["grpo_groups"])
+
+
+def test_the_limits_benchmark_reports_no_grpo_signal_for_a_round_whose_grpo_formed_no_groups():
+    # grpo_steps 0, or one rollout per instance: the round's data counts name no GRPO groups
+    limits = _limits_benchmark()
+    assert limits.grpo_signal({"rows": 31, "hard_sample_solutions": 18}) == {"grpo_groups": 0,
+                                                                              "grpo_signal_share": None}
+    assert limits.grpo_signal({"grpo_groups": 4, "grpo_saturated_groups": 1}) == {"grpo_groups": 4,
+                                                                                   "grpo_signal_share": 0.75}
+    assert limits.share(None) == "-" and limits.share(0.754) == "0.75"
