@@ -3,19 +3,16 @@ when everything that decides the run's rows is the same."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from support.benchmarks import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def efficacy():
-    spec = importlib.util.spec_from_file_location("efficacy", Path(__file__).parents[1] / "benchmarks" / "efficacy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("efficacy")
 
 
 OVERRIDES = {"round_config": {"hard_sample_parents": "failures", "seed": 0}, "training": {"eval_trials": 2}}

@@ -13,6 +13,7 @@ from flywheel_assets.resources import TrainingResource
 from flywheel_assets.runner import materialize_eval_tasks, materialize_rounds, run_config
 from flywheel_assets.store import Warehouse, trace_lineage
 from flywheel_training.checkpoints import folder_sha256
+from support.benchmarks import load_benchmark
 
 TINY_TRAINING = {"sft_steps": 6, "rft_steps": 2, "grpo_steps": 1, "max_new_tokens": 24, "eval_trials": 2,
                  "base_induction_steps": 4, "base_recall_steps": 4}
@@ -163,19 +164,10 @@ def test_each_round_plays_the_external_benchmark_it_is_asked_to(trained):
     assert {e["relation"] for e in edges} == {"external_evaluation_of:bfcl"} and len(edges) == 2
 
 
-def _limits_benchmark():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("limits", Path(__file__).parents[1] / "benchmarks" / "limits.py")
-    limits = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(limits)
-    return limits
-
-
 def test_the_limits_benchmark_measures_the_rounds_failures_parents_and_training_coverage(trained):
     from flywheel_training.config import TrainingConfig
 
-    limits = _limits_benchmark()
+    limits = load_benchmark("limits")
     _, store = trained
     scores = [r for r in store.read_round("rubric_scores", "r001") if r["role"] == "policy"]
     played, failed = limits.failed_instances(store, "r001")
@@ -195,7 +187,7 @@ def test_the_limits_benchmark_measures_the_rounds_failures_parents_and_training_
 
 def test_the_limits_benchmark_reports_no_grpo_signal_for_a_round_whose_grpo_formed_no_groups():
     # grpo_steps 0, or one rollout per instance: the round's data counts name no GRPO groups
-    limits = _limits_benchmark()
+    limits = load_benchmark("limits")
     assert limits.grpo_signal({"rows": 31, "hard_sample_solutions": 18}) == {"grpo_groups": 0,
                                                                               "grpo_signal_share": None}
     assert limits.grpo_signal({"grpo_groups": 4, "grpo_saturated_groups": 1}) == {"grpo_groups": 4,
