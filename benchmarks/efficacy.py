@@ -6,12 +6,14 @@ machine's speed never decides how much a checkpoint trains). They differ only in
 hard-samples stage: the flywheel augments the instances the policy failed; the control
 augments as many instances drawn uniformly from the round, failed or not
 (``hard_sample_parents=uniform``), so the next round gets the same number of new instances
-and the same training budget. By default round r000 is the cold start (the teacher's
+and the same training budget. Both arms also train on the teacher's solutions of the round's
+instances the policy failed; ``--control uniform-all`` makes those a uniform draw too, so
+nothing in the control's data is chosen by the policy's failures. By default round r000 is the cold start (the teacher's
 rollouts and SFT only, ``first_round_policy_rollouts=false``), so from r001 on every round's
 hard samples are a trained model's failures; ``--rounds`` counts the rounds after it.
 
     python benchmarks/efficacy.py [--rounds 4] [--seeds 2] [--workers 2] [--eval-trials 2]
-                                  [--tasks-per-domain 8] [--out .flywheel/efficacy]
+                                  [--tasks-per-domain 8] [--control uniform] [--out .flywheel/efficacy]
 
 ``--rounds 0`` runs the cold starts alone (what a setting's r000 gives, for example a larger
 base: ``FLYWHEEL_BASE_HIDDEN_SIZE=256``); the rounds later run on the same ``--out`` read them.
@@ -70,7 +72,7 @@ from flywheel_assets.store import Warehouse
 from flywheel_training.config import TrainingConfig
 from flywheel_training.evals.install import installed_versions
 
-ARMS = {"flywheel": "failures", "control": "uniform"}
+ARMS = {"flywheel": "failures", "control": "uniform"}  # arm -> hard_sample_parents; --control sets the second
 RESAMPLES = 2000
 FINISHED = "efficacy-run.json"  # in a run's home: the job it finished, its curve and time
 
@@ -219,12 +221,17 @@ def main() -> None:
                         help="complete tasks per pack and round (the flywheel's default is 12; 8 fits the "
                              "benchmark in an hour on 2 cores)")
     parser.add_argument("--max-turns", type=int)
+    parser.add_argument("--control", choices=("uniform", "uniform-all"), default="uniform",
+                        help="the control's hard_sample_parents: uniform (its hard-sample parents drawn uniformly) or "
+                             "uniform-all (the teacher's worked solutions in its training data too: as many, of "
+                             "instances drawn uniformly, where both arms otherwise take those of the failures)")
     parser.add_argument("--no-cold-start", action="store_true",
                         help="let the untrained base play r000 too (the old first round; r000 then runs per arm)")
     args = parser.parse_args()
     if args.rounds < 0 or (args.rounds == 0 and args.no_cold_start):
         parser.error("--rounds counts the rounds after the cold start: 0 (the cold starts alone) or more")
     out = Path(args.out).resolve()
+    arms = {**ARMS, "control": args.control}
     knobs: dict[str, Any] = {k: v for k, v in (("tasks_per_domain", args.tasks_per_domain),
                                                  ("max_turns", args.max_turns)) if v}
     knobs["first_round_policy_rollouts"] = args.no_cold_start
@@ -248,17 +255,17 @@ def main() -> None:
         shared = dict(zip(seeds, done))
         first = 1
     if args.rounds == 0:  # the cold starts alone; a later run on this --out reads them
-        results = iter([(shared[seed][0], 0.0) for seed in seeds for _ in ARMS])
+        results = iter([(shared[seed][0], 0.0) for seed in seeds for _ in arms])
     else:
         jobs = [(out / f"{arm}-seed{seed}", first, args.rounds + 1, overrides(seed, parents),
                  out / f"coldstart-seed{seed}" if first else base, f"{arm} seed {seed}")
-                for seed in seeds for arm, parents in ARMS.items()]
+                for seed in seeds for arm, parents in arms.items()]
         print(f"{len(jobs)} runs of rounds r{first:03d}..r{args.rounds:03d}, {args.workers} at a time", flush=True)
         results = iter(run_all(jobs, args.workers))
-    curves: dict[str, list[dict[str, dict[str, Any]]]] = {arm: [] for arm in ARMS}
-    seconds: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    curves: dict[str, list[dict[str, dict[str, Any]]]] = {arm: [] for arm in arms}
+    seconds: dict[str, list[float]] = {arm: [] for arm in arms}
     for seed in seeds:
-        for arm in ARMS:
+        for arm in arms:
             curve, took = next(results)
             curves[arm].append(curve)
             seconds[arm].append(took + (shared[seed][1] if seed in shared else 0.0))
@@ -267,9 +274,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     table = []
     print(f"\nheld-out pass^1 per round: mean over {args.seeds} seed(s), 95% bootstrap CI over {len(tasks)} tasks")
-    print(f"{'round':>6} | {'flywheel':^22} | {'control (uniform)':^22} | {'flywheel - control':^24}")
+    print(f"{'round':>6} | {'flywheel':^22} | {f'control ({args.control})':^22} | {'flywheel - control':^24}")
     for round_key in rounds:
-        fly, ctl = (per_task_rates(curves[arm], round_key, tasks) for arm in ARMS)
+        fly, ctl = (per_task_rates(curves[arm], round_key, tasks) for arm in arms)
         row = {"round": round_key, "flywheel": float(fly.mean()), "flywheel_ci": interval(fly, rng),
                "control": float(ctl.mean()), "control_ci": interval(ctl, rng),
                "difference": float((fly - ctl).mean()), "difference_ci": interval(fly - ctl, rng)}
@@ -279,7 +286,7 @@ def main() -> None:
         print(f"{round_key:>6} | {cells[0]:^22} | {cells[1]:^22} | {cells[2]:^24}")
     first_key, last_key = rounds[0], rounds[-1]
     gains = {}
-    for arm in ARMS:  # the same tasks at both rounds, resampled together
+    for arm in arms:  # the same tasks at both rounds, resampled together
         gain = per_task_rates(curves[arm], last_key, tasks) - per_task_rates(curves[arm], first_key, tasks)
         gains[arm] = {"gain": float(gain.mean()), "gain_ci": interval(gain, rng)}
     print(f"{last_key} - {first_key} (paired): " + ", ".join(
@@ -289,7 +296,7 @@ def main() -> None:
           f"{sum(seconds['flywheel']):.0f}s, control {sum(seconds['control']):.0f}s)")
     (out / "efficacy.json").write_text(json.dumps(
         {"table": table, "gains": {"from": first_key, "to": last_key, **gains}, "curves": curves,
-         "seconds": seconds, "knobs": knobs, "training": training, "seeds": args.seeds,
+         "seconds": seconds, "knobs": knobs, "training": training, "seeds": args.seeds, "control": args.control,
          "workers": args.workers, "machine": machine(), "total_seconds": total}, indent=2, default=str))
     print(f"written: {out / 'efficacy.json'}")
 

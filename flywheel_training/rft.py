@@ -10,6 +10,7 @@ round's checkpoint and reuses the SFT trainer.
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,7 @@ def rft_data(
     teacher: BatchPolicy | None = None,
     teacher_trajectories: Sequence[Trajectory] = (),
     max_turns: int = 30,
+    uniform_fixes_seed: str | None = None,
 ) -> RFTData:
     """Rows for one round of rejection-sampled fine-tuning, with counts for the metadata.
 
@@ -51,13 +53,20 @@ def rft_data(
     given, else played here with ``teacher`` (the scripted teacher by default); only those
     the rubric passes are kept. With ``teacher_name``, the teacher's successful rollouts of the
     instances the policy failed at least once are added (the worked answer to a real failure).
+    With ``uniform_fixes_seed`` (the efficacy benchmark's ``uniform-all`` control), as many of the
+    teacher's successful rollouts are added, of instances drawn uniformly (seeded), failed or not.
     """
     wins = successful(trajectories, scores, policy=policy_name)
     fixes: list[Trajectory] = []
     if teacher_name is not None:
         policy_of = {t.trajectory_id: t.policy for t in trajectories}
         failed = {s.instance_id for s in scores if policy_of.get(s.trajectory_id) == policy_name and not s.success}
-        fixes = [t for t in successful(trajectories, scores, policy=teacher_name) if t.instance_id in failed]
+        solved = successful(trajectories, scores, policy=teacher_name)
+        fixes = [t for t in solved if t.instance_id in failed]
+        if uniform_fixes_seed is not None:
+            solved_ids = sorted({t.instance_id for t in solved})
+            drawn = set(random.Random(uniform_fixes_seed).sample(solved_ids, len({t.instance_id for t in fixes})))
+            fixes = [t for t in solved if t.instance_id in drawn]
     hard_solutions: list[Trajectory] = []
     if hard_samples:
         by_id = {i.instance_id: i for i in hard_samples}

@@ -70,11 +70,13 @@ def train_round(
     teacher_name: str = "teacher",
     config: TrainingConfig | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    uniform_fixes_seed: str | None = None,
 ) -> CheckpointMeta:
     """Execute ``plan`` (from ``plan.plan_round``) from ``previous`` into ``output_dir``.
 
     Every planned stage runs its planned steps unless it has no data (recorded as skipped,
     with the reason) or the wall-clock safety cap cuts it (recorded as ``cut_by_time_cap``).
+    ``uniform_fixes_seed`` makes the RFT stage's teacher solutions a uniform draw (``rft_data``).
     """
     from flywheel_training.data import trajectory_rows
     from flywheel_training.grpo import GRPORunConfig, train_grpo
@@ -131,7 +133,7 @@ def train_round(
                 continue
         elif stage.stage == "rft":
             rft_rows = rft_data(instances, trajectories, scores, policy_name=policy_name, teacher_name=teacher_name,
-                                hard_samples=hard_samples)
+                                hard_samples=hard_samples, uniform_fixes_seed=uniform_fixes_seed)
             counts.update(rft_rows.counts)
             if not rft_rows.rows:
                 executed.append({**record, "steps": 0, "skipped": "no policy success and no hard-sample solution"})

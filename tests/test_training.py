@@ -257,6 +257,17 @@ def test_rft_data_adds_the_teachers_solutions_of_what_the_policy_failed(world):
     mixed = rft_data(instances, trajectories, scores, policy_name=flaky[0].policy, teacher_name=teacher[0].policy)
     assert plain.counts["teacher_fixes"] == 0 and mixed.counts["teacher_fixes"] == len(failed)
     assert len(mixed.rows) == len(plain.rows) + len(failed)
+    # The uniform-all control: as many of the teacher's solutions, of a seeded uniform draw.
+    def uniform(seed: str) -> set[str]:
+        data = rft_data(instances, trajectories, scores, policy_name=flaky[0].policy, teacher_name=teacher[0].policy,
+                        uniform_fixes_seed=seed)
+        assert data.counts["teacher_fixes"] == len(failed) and len(data.rows) == len(mixed.rows)
+        return {json.dumps(r["messages"]) for r in data.rows[len(plain.rows):]}
+
+    draws = [uniform(f"0/r001/{n}") for n in range(8)]
+    assert uniform("0/r001/0") == draws[0]
+    fixed = {json.dumps(r["messages"]) for r in mixed.rows[len(plain.rows):]}
+    assert any(drawn != fixed for drawn in draws)  # passed instances get drawn too
 
 
 def test_the_base_size_settings_build_a_base_of_that_size_beside_the_default(tmp_path):

@@ -24,7 +24,7 @@ def policy_checkpoint(context: AssetExecutionContext, warehouse: WarehouseResour
     it started from, data counts, losses and group rewards."""
     started = time.perf_counter()
     round_key = context.partition_key
-    round_config.round_config()  # makes the round's domain files known to this process
+    world = round_config.round_config()  # also makes the round's domain files known to this process
     store = warehouse.warehouse()
     previous, previous_id = checkpoint_for_round(store, round_key, training)
     rollout_rows = store.read_round("rollouts", round_key)
@@ -48,7 +48,9 @@ def policy_checkpoint(context: AssetExecutionContext, warehouse: WarehouseResour
         scores=scores_from_rows(store.read_round("rubric_scores", round_key)),
         hard_samples=instances_from_rows(r for r in store.read_round("hard_samples", round_key) if r["kept"]),
         policy_name=policy_names[0] if policy_names else "", teacher_name=teacher_names[0] if teacher_names else "teacher",
-        config=training.settings(), progress=progress)
+        config=training.settings(), progress=progress,
+        uniform_fixes_seed=f"{world.seed}/{round_key}/uniform-fixes" if world.hard_sample_parents == "uniform-all"
+        else None)
     executed = meta.plan.get("executed", [])
     capped = [r["stage"] for r in executed if r.get("cut_by_time_cap")]
     row = {"checkpoint_id": meta.sha256, "path": meta.path, "kind": meta.kind, "base_checkpoint": previous_id,

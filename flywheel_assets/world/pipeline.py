@@ -33,7 +33,7 @@ from flywheel_assets.world.tasks import Score, TaskInstance, TaskSpec, Trajector
 if TYPE_CHECKING:
     from flywheel_assets.world.llm.world_writer import LLMWorldWriter
 
-HARD_SAMPLE_PARENTS = ("failures", "uniform")
+HARD_SAMPLE_PARENTS = ("failures", "uniform", "uniform-all")
 HARD_SAMPLE_PICKS = ("worst", "nearest")
 
 
@@ -71,8 +71,10 @@ class RoundConfig(SettingsGroup):
                                     "spread over the failures they came from (0: all)")
     hard_sample_parents: str = setting("failures", env="FLYWHEEL_HARD_SAMPLE_PARENTS",
                                        choices=lambda: HARD_SAMPLE_PARENTS,
-                                       help="failures (the flywheel) or uniform (the efficacy control: as many "
-                                            "parents drawn uniformly, failed or not)")
+                                       help="failures (the flywheel), uniform (the efficacy control: as many "
+                                            "parents drawn uniformly, failed or not) or uniform-all (the control "
+                                            "uniform in the teacher's worked solutions too: as many of them, of "
+                                            "instances drawn uniformly instead of those the policy failed)")
     # A failure is any failed rollout, and at rollout temperature a trained policy fails most
     # of a round that way (benchmarks/limits.py measures it): the aim then barely differs
     # from a uniform draw. A share below 1 keeps only some failures (hard_sample_pick says which);
@@ -327,7 +329,7 @@ def hard_samples(config: RoundConfig, round_key: str, instances: Sequence[TaskIn
     # At least one parent when the share is positive: floored, half of a one-instance round is none.
     limit = max(1, int(config.hard_sample_share * len(first_score))) if config.hard_sample_share > 0 else 0
     parents = _chosen_failures(failed, rewards, limit, nearest=config.hard_sample_pick == "nearest")
-    if config.hard_sample_parents == "uniform":
+    if config.hard_sample_parents != "failures":
         drawn = random.Random(f"{config.seed}/{round_key}/uniform-parents").sample(
             sorted(first_score), min(len(parents), len(first_score)))
         parents = [(by_id[i], failed[i][1] if i in failed else first_score[i]) for i in drawn]
