@@ -8,9 +8,10 @@ augments as many instances drawn uniformly from the round, failed or not
 (``hard_sample_parents=uniform``), so the next round gets the same number of new instances
 and the same training budget. Both arms also train on the teacher's solutions of the round's
 instances the policy failed; ``--control uniform-all`` makes those a uniform draw too, so
-nothing in the control's data is chosen by the policy's failures. By default round r000 is the cold start (the teacher's
-rollouts and SFT only, ``first_round_policy_rollouts=false``), so from r001 on every round's
-hard samples are a trained model's failures; ``--rounds`` counts the rounds after it.
+nothing in the control's data is chosen by the policy's failures. By default round r000 is
+the cold start (the teacher's rollouts and SFT only, ``first_round_policy_rollouts=false``),
+so from r001 on every round's hard samples are a trained model's failures; ``--rounds``
+counts the rounds after it.
 
     python benchmarks/efficacy.py [--rounds 4] [--seeds 2] [--workers 2] [--eval-trials 2]
                                   [--tasks-per-domain 8] [--control uniform] [--out .flywheel/efficacy]
@@ -69,6 +70,7 @@ import flywheel_training
 from flywheel_assets.resources import TrainingResource
 from flywheel_assets.runner import run_rounds
 from flywheel_assets.store import Warehouse
+from flywheel_assets.world.pipeline import HARD_SAMPLE_PARENTS
 from flywheel_training.config import TrainingConfig
 from flywheel_training.evals.install import installed_versions
 
@@ -221,7 +223,8 @@ def main() -> None:
                         help="complete tasks per pack and round (the flywheel's default is 12; 8 fits the "
                              "benchmark in an hour on 2 cores)")
     parser.add_argument("--max-turns", type=int)
-    parser.add_argument("--control", choices=("uniform", "uniform-all"), default="uniform",
+    parser.add_argument("--control", choices=[p for p in HARD_SAMPLE_PARENTS if p != ARMS["flywheel"]],
+                        default=ARMS["control"],
                         help="the control's hard_sample_parents: uniform (its hard-sample parents drawn uniformly) or "
                              "uniform-all (the teacher's worked solutions in its training data too: as many, of "
                              "instances drawn uniformly, where both arms otherwise take those of the failures)")
