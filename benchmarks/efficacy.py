@@ -16,6 +16,9 @@ counts the rounds after it.
     python benchmarks/efficacy.py [--rounds 4] [--seeds 2] [--workers 2] [--eval-trials 2]
                                   [--tasks-per-domain 8] [--control uniform] [--out .flywheel/efficacy]
 
+Each control runs in its own homes (``control-seed<n>``, ``control-uniform-all-seed<n>``), so
+``--control uniform-all`` on the ``--out`` of a default run adds the control's runs only.
+
 ``--rounds 0`` runs the cold starts alone (what a setting's r000 gives, for example a larger
 base: ``FLYWHEEL_BASE_HIDDEN_SIZE=256``); the rounds later run on the same ``--out`` read them.
 
@@ -117,6 +120,14 @@ def run_arm(home: Path, first: int, rounds: int, overrides: dict[str, dict[str, 
     # written last, so a run cut off midway is never mistaken for a finished one
     (home / FINISHED).write_text(json.dumps({"key": key, "seconds": took, "curve": curve}, indent=1))
     return curve, took
+
+
+def home_name(arm: str, parents: str, seed: int) -> str:
+    """A run's home in ``--out``: ``<arm>-seed<n>``, and for a control other than the default
+    ``control-<its hard_sample_parents>-seed<n>``, so one ``--out`` holds both controls (and
+    the flywheel's runs, which either is compared with, run once)."""
+    named = arm if parents == ARMS[arm] else f"{arm}-{parents}"
+    return f"{named}-seed{seed}"
 
 
 def run_key(first: int, rounds: int, overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -260,7 +271,7 @@ def main() -> None:
     if args.rounds == 0:  # the cold starts alone; a later run on this --out reads them
         results = iter([(shared[seed][0], 0.0) for seed in seeds for _ in arms])
     else:
-        jobs = [(out / f"{arm}-seed{seed}", first, args.rounds + 1, overrides(seed, parents),
+        jobs = [(out / home_name(arm, parents, seed), first, args.rounds + 1, overrides(seed, parents),
                  out / f"coldstart-seed{seed}" if first else base, f"{arm} seed {seed}")
                 for seed in seeds for arm, parents in arms.items()]
         print(f"{len(jobs)} runs of rounds r{first:03d}..r{args.rounds:03d}, {args.workers} at a time", flush=True)

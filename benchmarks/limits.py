@@ -148,14 +148,15 @@ def main() -> None:
                   f"{share(r['rft_distinct_coverage']):>13} {share(r['grpo_signal_share']):>21}")
 
     print("\nparents shared by the two arms where they play the same rollouts (r001, same seed)")
-    for fly in (h for h in homes if h.name.startswith("flywheel-")):
-        control = out / fly.name.replace("flywheel-", "control-")
+    for fly, control in ((f, c) for f in homes if f.name.startswith("flywheel-") for c in homes
+                         if c.name.startswith("control-") and c.name.endswith(f.name.removeprefix("flywheel"))):
         fly_parents, ctl_parents = parents(warehouse(fly), "r001"), parents(warehouse(control), "r001")
         _, failed = failed_instances(warehouse(fly), "r001")
         shared = len(fly_parents & ctl_parents)
-        report["overlap"][fly.name] = {"flywheel": len(fly_parents), "control": len(ctl_parents), "shared": shared,
-                                       "control_failed": len(ctl_parents & failed)}
-        print(f"  {fly.name}: flywheel {len(fly_parents)} parents (all failed), control {len(ctl_parents)} "
+        report["overlap"][f"{fly.name}/{control.name}"] = {
+            "flywheel": len(fly_parents), "control": len(ctl_parents), "shared": shared,
+            "control_failed": len(ctl_parents & failed)}
+        print(f"  {fly.name}: flywheel {len(fly_parents)} parents (all failed), {control.name} {len(ctl_parents)} "
               f"({len(ctl_parents & failed)} failed); {shared} in both")
 
     if args.sample > 0:

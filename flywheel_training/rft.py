@@ -10,14 +10,13 @@ round's checkpoint and reuses the SFT trainer.
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from flywheel_assets.world.rollout import BatchPolicy, run_rollouts
 from flywheel_assets.world.rubric import score
-from flywheel_assets.world.tasks import Score, TaskInstance, Trajectory
+from flywheel_assets.world.tasks import Score, TaskInstance, Trajectory, seeded_draw
 from flywheel_training.data import successful, trajectory_rows
 from flywheel_training.sft import SFTRunConfig, TrainResult, train_sft
 
@@ -64,8 +63,8 @@ def rft_data(
         solved = successful(trajectories, scores, policy=teacher_name)
         fixes = [t for t in solved if t.instance_id in failed]
         if uniform_fixes_seed is not None:
-            solved_ids = sorted({t.instance_id for t in solved})
-            drawn = set(random.Random(uniform_fixes_seed).sample(solved_ids, len({t.instance_id for t in fixes})))
+            drawn = set(seeded_draw(uniform_fixes_seed, (t.instance_id for t in solved),
+                                    len({t.instance_id for t in fixes})))
             fixes = [t for t in solved if t.instance_id in drawn]
     hard_solutions: list[Trajectory] = []
     if hard_samples:

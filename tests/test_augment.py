@@ -128,6 +128,25 @@ def test_the_uniform_control_augments_as_many_parents_drawn_regardless_of_failur
                               trajectories, scores, policy.name)
 
 
+def test_only_the_uniform_all_control_draws_the_teachers_solutions_and_each_round_and_seed_draws_anew():
+    from flywheel_assets.world import pipeline
+    from flywheel_assets.world.tasks import seeded_draw
+
+    config = pipeline.RoundConfig(domains=("retail",))
+    assert config.uniform_fixes_seed("r001") is None  # the flywheel: the solutions of its failures
+    assert config.replace(hard_sample_parents="uniform").uniform_fixes_seed("r001") is None
+    control = config.replace(hard_sample_parents="uniform-all")
+    seeds = {control.uniform_fixes_seed(r) for r in ("r001", "r002")} | {
+        control.replace(seed=1).uniform_fixes_seed("r001")}
+    assert None not in seeds and len(seeds) == 3
+    assert control.uniform_fixes_seed("r001") == control.replace().uniform_fixes_seed("r001")
+    ids = [f"i{n}" for n in range(20)]
+    draw = seeded_draw("s", ids, 5)
+    assert len(set(draw)) == 5 and set(draw) <= set(ids)
+    assert seeded_draw("s", reversed(ids), 5) == draw  # the ids' order does not change the draw
+    assert seeded_draw("t", ids, 5) != draw and sorted(seeded_draw("s", ids, 50)) == sorted(ids)
+
+
 def test_a_hard_sample_share_keeps_the_lowest_or_nearest_failures_and_the_control_draws_as_many():
     from flywheel_assets.world import pipeline
 

@@ -49,8 +49,7 @@ def policy_checkpoint(context: AssetExecutionContext, warehouse: WarehouseResour
         hard_samples=instances_from_rows(r for r in store.read_round("hard_samples", round_key) if r["kept"]),
         policy_name=policy_names[0] if policy_names else "", teacher_name=teacher_names[0] if teacher_names else "teacher",
         config=training.settings(), progress=progress,
-        uniform_fixes_seed=f"{world.seed}/{round_key}/uniform-fixes" if world.hard_sample_parents == "uniform-all"
-        else None)
+        uniform_fixes_seed=world.uniform_fixes_seed(round_key))
     executed = meta.plan.get("executed", [])
     capped = [r["stage"] for r in executed if r.get("cut_by_time_cap")]
     row = {"checkpoint_id": meta.sha256, "path": meta.path, "kind": meta.kind, "base_checkpoint": previous_id,

@@ -28,7 +28,7 @@ from flywheel_assets.world.rubric import score
 from flywheel_assets.world.settings import SettingsGroup, join_list, setting, split_list
 from flywheel_assets.world.synthesis import SeedBatch, seed_instances
 from flywheel_assets.world.written_tasks import rejection, write_tasks
-from flywheel_assets.world.tasks import Score, TaskInstance, TaskSpec, Trajectory, stable_id
+from flywheel_assets.world.tasks import Score, TaskInstance, TaskSpec, Trajectory, seeded_draw, stable_id
 
 if TYPE_CHECKING:
     from flywheel_assets.world.llm.world_writer import LLMWorldWriter
@@ -121,6 +121,11 @@ class RoundConfig(SettingsGroup):
 
     def _loaded_choices(self, name: str) -> list[str]:
         return sorted(registered()) if name == "domains" else []
+
+    def uniform_fixes_seed(self, round_key: str) -> str | None:
+        """The seed of the ``uniform-all`` control's draw of the teacher's worked solutions
+        (``rft_data``); None for the other settings, which take those of the policy's failures."""
+        return f"{self.seed}/{round_key}/uniform-fixes" if self.hard_sample_parents == "uniform-all" else None
 
     @property
     def domain_file_paths(self) -> tuple[str, ...]:
@@ -330,8 +335,7 @@ def hard_samples(config: RoundConfig, round_key: str, instances: Sequence[TaskIn
     limit = max(1, int(config.hard_sample_share * len(first_score))) if config.hard_sample_share > 0 else 0
     parents = _chosen_failures(failed, rewards, limit, nearest=config.hard_sample_pick == "nearest")
     if config.hard_sample_parents != "failures":
-        drawn = random.Random(f"{config.seed}/{round_key}/uniform-parents").sample(
-            sorted(first_score), min(len(parents), len(first_score)))
+        drawn = seeded_draw(f"{config.seed}/{round_key}/uniform-parents", first_score, len(parents))
         parents = [(by_id[i], failed[i][1] if i in failed else first_score[i]) for i in drawn]
     return augment_failures(parents, round_key=round_key, seed=config.seed,
                             solvers=solvers or default_solvers(), per_failure=config.augment_per_failure,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -27,6 +29,13 @@ def canonical_json(value: Any) -> str:
 def stable_id(prefix: str, *parts: Any) -> str:
     digest = hashlib.sha256(canonical_json(list(parts)).encode()).hexdigest()
     return f"{prefix}-{digest[:16]}"
+
+
+def seeded_draw(seed: str, ids: Iterable[str], count: int) -> list[str]:
+    """``count`` of ``ids`` (all when fewer) drawn uniformly without replacement: the same
+    seed and ids give the same draw, whatever order the ids come in."""
+    pool = sorted(set(ids))
+    return random.Random(seed).sample(pool, min(count, len(pool)))
 
 
 def copy_world(world: World) -> World:
