@@ -20,7 +20,8 @@ Three candidate limits, each measured per arm and seed, round by round:
   solves the instances it trained on but not held-out ones is limited by generalisation; one
   that gains little on its own training instances is limited by how much a round trains.
 
-Prints tables and writes <out>/limits.json.
+Each home is measured with the settings its run recorded (``efficacy-run.json``), whatever
+this process's FLYWHEEL_* environment. Prints tables and writes <out>/limits.json.
 """
 
 from __future__ import annotations
@@ -43,8 +44,26 @@ from flywheel_training.config import TrainingConfig  # noqa: E402
 from flywheel_training.evals.heldout import evaluate  # noqa: E402
 
 
+FINISHED = "efficacy-run.json"  # efficacy.py's record of the run a home holds (its FINISHED)
+
+
 def warehouse(home: Path) -> Warehouse:
     return Warehouse(home / ".flywheel" / "warehouse.duckdb")
+
+
+def run_settings(home: Path, checkpoint_dir: Path) -> tuple[TrainingConfig, int]:
+    """The training settings and turn limit of the run ``home`` holds: the FLYWHEEL_*
+    environment and overrides ``efficacy.py`` recorded for it, not this process's (the current
+    environment only where the home records no run)."""
+    try:
+        key = json.loads((home / FINISHED).read_text())["key"]
+        environ, overrides = dict(key["settings"]), dict(key["overrides"])
+    except (OSError, ValueError, KeyError, TypeError):
+        environ, overrides = dict(os.environ), {}
+    training = {k: v for k, v in overrides.get("training", {}).items() if k in TrainingConfig.model_fields}
+    config = TrainingConfig.from_env(environ, **{**training, "checkpoint_dir": str(checkpoint_dir)})
+    max_turns = overrides.get("round_config", {}).get("max_turns") or RoundConfig.from_env(environ).max_turns
+    return config, max_turns
 
 
 def failed_instances(store: Warehouse, round_key: str) -> tuple[set[str], set[str]]:
@@ -127,9 +146,6 @@ def main() -> None:
                         help="trained-on instances per checkpoint (0: skip the capacity measurement)")
     args = parser.parse_args()
     out = Path(args.out).resolve()
-    config = TrainingConfig.from_env(checkpoint_dir=str(out / "shared"))
-    training = TrainingResource(**config.values())
-    max_turns = RoundConfig.from_env().max_turns  # as the runs read it
     homes = sorted(p for p in out.iterdir() if (p / ".flywheel" / "warehouse.duckdb").exists())
     if not homes:
         raise SystemExit(f"no run homes in {out}: run benchmarks/efficacy.py --out {args.out} first")
@@ -141,7 +157,7 @@ def main() -> None:
     for home in homes:
         if home.name.startswith("coldstart"):
             continue
-        rows = report["data"][home.name] = data_and_signal(warehouse(home), config)
+        rows = report["data"][home.name] = data_and_signal(warehouse(home), run_settings(home, out / "shared")[0])
         for r in rows:
             print(f"{home.name:>16} {r['round']:>5} {r['failed']:>6}/{r['instances']:<6} "
                   f"{r['parents_failed_share']:>14.2f} {share(r['hard_sample_share']):>16} "
@@ -160,9 +176,11 @@ def main() -> None:
               f"({len(ctl_parents & failed)} failed); {shared} in both")
 
     if args.sample > 0:
-        print(f"\ncapacity: pass^1 ({args.trials} trials, T={training.eval_temperature}) on instances the checkpoint "
-              f"trained on, against held-out")
+        print(f"\ncapacity: pass^1 ({args.trials} trials, at each run's held-out temperature) on instances the "
+              f"checkpoint trained on, against held-out")
     for home in homes if args.sample > 0 else []:
+        config, max_turns = run_settings(home, out / "shared")
+        training = TrainingResource(**config.values())
         store = warehouse(home)
         last = store.records("SELECT max(round) AS round FROM policy_checkpoints")[0]["round"]
         trained_on = instances_from_rows(store.read_round("task_instances", last))

@@ -189,3 +189,23 @@ def test_more_rounds_continue_a_finished_run_from_its_last_round(efficacy, tmp_p
     record(efficacy, home, efficacy.run_key(1, 5, {**OVERRIDES, "round_config": {"hard_sample_parents": "uniform",
                                                                                   "seed": 0}}))
     assert efficacy.shorter_run(home, efficacy.run_key(1, 7, OVERRIDES)) is None
+
+
+def test_limits_reads_the_settings_each_home_recorded_not_the_current_environment(efficacy, tmp_path, monkeypatch):
+    from flywheel_assets.world.pipeline import RoundConfig
+
+    limits = load_benchmark("limits")
+    assert limits.FINISHED == efficacy.FINISHED
+    overrides = {"round_config": {"hard_sample_parents": "uniform", "seed": 0, "max_turns": 9},
+                 "training": {"eval_trials": 3, "evaluate_base": False}}
+    monkeypatch.setenv("FLYWHEEL_ID_AUGMENT", "2")
+    monkeypatch.setenv("FLYWHEEL_TRAIN_BATCH_SIZE", "4")
+    home = tmp_path / "control-seed0"
+    record(efficacy, home, efficacy.run_key(1, 2, overrides))  # the run's environment, recorded
+    monkeypatch.setenv("FLYWHEEL_ID_AUGMENT", "7")  # limits.py run later, under other settings
+    monkeypatch.delenv("FLYWHEEL_TRAIN_BATCH_SIZE")
+    config, max_turns = limits.run_settings(home, tmp_path / "shared")
+    assert (config.id_augment, config.batch_size, config.eval_trials, max_turns) == (2, 4, 3, 9)
+    assert config.checkpoint_dir == str(tmp_path / "shared")
+    config, max_turns = limits.run_settings(tmp_path / "a-home-without-a-record", tmp_path / "shared")
+    assert (config.id_augment, max_turns) == (7, RoundConfig().max_turns)
