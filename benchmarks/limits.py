@@ -152,14 +152,14 @@ def main() -> None:
     report: dict[str, Any] = {"data": {}, "capacity": {}, "overlap": {}}
 
     print("data and reward signal per continuation round")
-    print(f"{'run':>16} {'round':>5} {'failed/played':>13} {'parents failed':>14} {'hard-sample rows':>16} "
+    print(f"{'run':>25} {'round':>5} {'failed/played':>13} {'parents failed':>14} {'hard-sample rows':>16} "
           f"{'RFT rows seen':>13} {'GRPO groups w/ signal':>21}")
     for home in homes:
         if home.name.startswith("coldstart"):
             continue
         rows = report["data"][home.name] = data_and_signal(warehouse(home), run_settings(home, out / "shared")[0])
         for r in rows:
-            print(f"{home.name:>16} {r['round']:>5} {r['failed']:>6}/{r['instances']:<6} "
+            print(f"{home.name:>25} {r['round']:>5} {r['failed']:>6}/{r['instances']:<6} "
                   f"{r['parents_failed_share']:>14.2f} {share(r['hard_sample_share']):>16} "
                   f"{share(r['rft_distinct_coverage']):>13} {share(r['grpo_signal_share']):>21}")
 
@@ -189,7 +189,7 @@ def main() -> None:
                                                         args.sample, max_turns)
         before = (f"{row['before_pass_1']:.3f} [{row['before_pass_1_ci'][0]:.3f}, {row['before_pass_1_ci'][1]:.3f}]"
                   if row["before_pass_1"] is not None else "- (the built base)")
-        print(f"  {home.name:>16} {last} on {row['trained_instances']} trained-on instances: before {before}, "
+        print(f"  {home.name:>25} {last} on {row['trained_instances']} trained-on instances: before {before}, "
               f"after {row['after_pass_1']:.3f} [{row['after_pass_1_ci'][0]:.3f}, {row['after_pass_1_ci'][1]:.3f}]; "
               f"held-out {row['heldout_pass_1']:.3f} [{row['heldout_pass_1_ci'][0]:.3f}, "
               f"{row['heldout_pass_1_ci'][1]:.3f}]", flush=True)
