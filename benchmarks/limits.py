@@ -30,10 +30,12 @@ import argparse
 import json
 import os
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # efficacy.py beside it, however this is loaded
 
 from flywheel_assets.resources import TrainingResource  # noqa: E402
 from flywheel_assets.store import Warehouse  # noqa: E402
@@ -43,8 +45,7 @@ from flywheel_assets.world.tasks import TaskInstance  # noqa: E402
 from flywheel_training.config import TrainingConfig  # noqa: E402
 from flywheel_training.evals.heldout import evaluate  # noqa: E402
 
-
-FINISHED = "efficacy-run.json"  # efficacy.py's record of the run a home holds (its FINISHED)
+from efficacy import FINISHED, recorded_run  # noqa: E402
 
 
 def warehouse(home: Path) -> Warehouse:
@@ -54,12 +55,9 @@ def warehouse(home: Path) -> Warehouse:
 def run_settings(home: Path, checkpoint_dir: Path) -> tuple[TrainingConfig, int]:
     """The training settings and turn limit of the run ``home`` holds: the FLYWHEEL_*
     environment and overrides ``efficacy.py`` recorded for it, not this process's (the current
-    environment only where the home records no run)."""
-    try:
-        key = json.loads((home / FINISHED).read_text())["key"]
-        environ, overrides = dict(key["settings"]), dict(key["overrides"])
-    except (OSError, ValueError, KeyError, TypeError):
-        environ, overrides = dict(os.environ), {}
+    environment only where the home records no run: its ``FINISHED``)."""
+    key = (recorded_run(home) or {"key": {}})["key"]
+    environ, overrides = dict(key.get("settings", os.environ)), key.get("overrides", {})
     training = {k: v for k, v in overrides.get("training", {}).items() if k in TrainingConfig.model_fields}
     config = TrainingConfig.from_env(environ, **{**training, "checkpoint_dir": str(checkpoint_dir)})
     max_turns = overrides.get("round_config", {}).get("max_turns") or RoundConfig.from_env(environ).max_turns
@@ -150,6 +148,7 @@ def main() -> None:
     if not homes:
         raise SystemExit(f"no run homes in {out}: run benchmarks/efficacy.py --out {args.out} first")
     report: dict[str, Any] = {"data": {}, "capacity": {}, "overlap": {}}
+    settings = {home: run_settings(home, out / "shared") for home in homes}
 
     print("data and reward signal per continuation round")
     print(f"{'run':>25} {'round':>5} {'failed/played':>13} {'parents failed':>14} {'hard-sample rows':>16} "
@@ -157,29 +156,31 @@ def main() -> None:
     for home in homes:
         if home.name.startswith("coldstart"):
             continue
-        rows = report["data"][home.name] = data_and_signal(warehouse(home), run_settings(home, out / "shared")[0])
+        rows = report["data"][home.name] = data_and_signal(warehouse(home), settings[home][0])
         for r in rows:
             print(f"{home.name:>25} {r['round']:>5} {r['failed']:>6}/{r['instances']:<6} "
                   f"{r['parents_failed_share']:>14.2f} {share(r['hard_sample_share']):>16} "
                   f"{share(r['rft_distinct_coverage']):>13} {share(r['grpo_signal_share']):>21}")
 
     print("\nparents shared by the two arms where they play the same rollouts (r001, same seed)")
-    for fly, control in ((f, c) for f in homes if f.name.startswith("flywheel-") for c in homes
-                         if c.name.startswith("control-") and c.name.endswith(f.name.removeprefix("flywheel"))):
-        fly_parents, ctl_parents = parents(warehouse(fly), "r001"), parents(warehouse(control), "r001")
+    for fly in (h for h in homes if h.name.startswith("flywheel-")):
+        fly_parents = parents(warehouse(fly), "r001")
         _, failed = failed_instances(warehouse(fly), "r001")
-        shared = len(fly_parents & ctl_parents)
-        report["overlap"][f"{fly.name}/{control.name}"] = {
-            "flywheel": len(fly_parents), "control": len(ctl_parents), "shared": shared,
-            "control_failed": len(ctl_parents & failed)}
-        print(f"  {fly.name}: flywheel {len(fly_parents)} parents (all failed), {control.name} {len(ctl_parents)} "
-              f"({len(ctl_parents & failed)} failed); {shared} in both")
+        seed = fly.name.removeprefix("flywheel")  # "-seed<n>": every control's homes of that seed
+        for control in (h for h in homes if h.name.startswith("control-") and h.name.endswith(seed)):
+            ctl_parents = parents(warehouse(control), "r001")
+            shared = len(fly_parents & ctl_parents)
+            report["overlap"][f"{fly.name}/{control.name}"] = {
+                "flywheel": len(fly_parents), "control": len(ctl_parents), "shared": shared,
+                "control_failed": len(ctl_parents & failed)}
+            print(f"  {fly.name}: flywheel {len(fly_parents)} parents (all failed), {control.name} "
+                  f"{len(ctl_parents)} ({len(ctl_parents & failed)} failed); {shared} in both")
 
     if args.sample > 0:
         print(f"\ncapacity: pass^1 ({args.trials} trials, at each run's held-out temperature) on instances the "
               f"checkpoint trained on, against held-out")
     for home in homes if args.sample > 0 else []:
-        config, max_turns = run_settings(home, out / "shared")
+        config, max_turns = settings[home]
         training = TrainingResource(**config.values())
         store = warehouse(home)
         last = store.records("SELECT max(round) AS round FROM policy_checkpoints")[0]["round"]
