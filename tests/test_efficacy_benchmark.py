@@ -24,6 +24,31 @@ def record(efficacy, home: Path, key: dict, curve: dict = CURVE) -> None:
     (home / efficacy.FINISHED).write_text(json.dumps({"key": key, "seconds": 12.5, "curve": curve}))
 
 
+@pytest.fixture
+def small_base(efficacy, monkeypatch):
+    """A small base that ``efficacy.main()`` builds for real, at the threads ``--workers 1``
+    gives a run; the process's torch threads are restored after."""
+    import os
+
+    import torch
+
+    threads = torch.get_num_threads()
+    for name, value in {"FLYWHEEL_BASE_HIDDEN_SIZE": "16", "FLYWHEEL_BASE_LAYERS": "1",
+                        "FLYWHEEL_BASE_INDUCTION_STEPS": "0", "FLYWHEEL_BASE_RECALL_STEPS": "0"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("EFFICACY_THREADS", str(os.cpu_count() or 1))
+    efficacy._share_cores()
+    yield
+    torch.set_num_threads(threads)
+
+
+def main_overrides(parents: str, seed: int) -> dict:
+    """The overrides ``efficacy.main()`` gives a run with its default flags."""
+    return {"round_config": {"hard_sample_parents": parents, "seed": seed, "tasks_per_domain": 8,
+                             "first_round_policy_rollouts": False},
+            "training": {"eval_trials": 2, "evaluate_base": False, "eval_greedy": False}}
+
+
 def test_a_home_holding_the_same_finished_run_is_read_not_run(efficacy, tmp_path, monkeypatch):
     monkeypatch.setenv("EFFICACY_THREADS", "1")
     efficacy._share_cores()
@@ -78,30 +103,16 @@ def test_the_code_digest_follows_the_packages_files(efficacy, tmp_path, monkeypa
     assert efficacy.code_digest() != before
 
 
-def test_rounds_0_reports_the_cold_starts_alone_and_runs_no_arm(efficacy, tmp_path, monkeypatch):
-    import os
+def test_rounds_0_reports_the_cold_starts_alone_and_runs_no_arm(efficacy, small_base, tmp_path, monkeypatch):
     import sys
 
-    import torch
-
-    threads = torch.get_num_threads()
-    for name, value in {"FLYWHEEL_BASE_HIDDEN_SIZE": "16", "FLYWHEEL_BASE_LAYERS": "1",
-                        "FLYWHEEL_BASE_INDUCTION_STEPS": "0", "FLYWHEEL_BASE_RECALL_STEPS": "0"}.items():
-        monkeypatch.setenv(name, value)  # a small base, built for real; the cold starts are recorded
-    monkeypatch.setenv("EFFICACY_THREADS", str(os.cpu_count() or 1))  # what --workers 1 gives a run
-    efficacy._share_cores()
     curves = [{"r000": {"pass_1": 0.25, "trials": 2, "successes": {"t1": 1, "t2": 0}}},
               {"r000": {"pass_1": 0.75, "trials": 2, "successes": {"t1": 2, "t2": 1}}}]
-    for seed, curve in enumerate(curves):
-        overrides = {"round_config": {"hard_sample_parents": "failures", "seed": seed, "tasks_per_domain": 8,
-                                      "first_round_policy_rollouts": False},
-                     "training": {"eval_trials": 2, "evaluate_base": False, "eval_greedy": False}}
-        record(efficacy, tmp_path / f"coldstart-seed{seed}", efficacy.run_key(0, 1, overrides), curve)
-    try:
-        monkeypatch.setattr(sys, "argv", ["efficacy.py", "--rounds", "0", "--workers", "1", "--out", str(tmp_path)])
-        efficacy.main()
-    finally:
-        torch.set_num_threads(threads)
+    for seed, curve in enumerate(curves):  # the cold starts are recorded
+        record(efficacy, tmp_path / f"coldstart-seed{seed}", efficacy.run_key(0, 1, main_overrides("failures", seed)),
+               curve)
+    monkeypatch.setattr(sys, "argv", ["efficacy.py", "--rounds", "0", "--workers", "1", "--out", str(tmp_path)])
+    efficacy.main()
     written = json.loads((tmp_path / "efficacy.json").read_text())
     assert [row["round"] for row in written["table"]] == ["r000"]
     assert written["table"][0]["flywheel"] == written["table"][0]["control"] == 0.5  # both seeds' tasks
@@ -111,45 +122,27 @@ def test_rounds_0_reports_the_cold_starts_alone_and_runs_no_arm(efficacy, tmp_pa
         efficacy.main()
 
 
-def test_each_control_runs_in_its_own_homes_beside_the_flywheels(efficacy, tmp_path, monkeypatch):
-    import os
+def test_each_control_runs_in_its_own_homes_beside_the_flywheels(efficacy, small_base, tmp_path, monkeypatch):
     import sys
-
-    import torch
 
     assert efficacy.home_name("flywheel", "failures", 1) == "flywheel-seed1"
     assert efficacy.home_name("control", "uniform", 1) == "control-seed1"  # the default control's, as before
     assert efficacy.home_name("control", "uniform-all", 1) == "control-uniform-all-seed1"
-    threads = torch.get_num_threads()
-    for name, value in {"FLYWHEEL_BASE_HIDDEN_SIZE": "16", "FLYWHEEL_BASE_LAYERS": "1",
-                        "FLYWHEEL_BASE_INDUCTION_STEPS": "0", "FLYWHEEL_BASE_RECALL_STEPS": "0"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("EFFICACY_THREADS", str(os.cpu_count() or 1))  # what --workers 1 gives a run
-    efficacy._share_cores()
     monkeypatch.setattr(efficacy, "run_rounds", lambda *_, **__: pytest.fail("a recorded run was run again"))
-
-    def overrides(parents: str) -> dict:
-        return {"round_config": {"hard_sample_parents": parents, "seed": 0, "tasks_per_domain": 8,
-                                 "first_round_policy_rollouts": False},
-                "training": {"eval_trials": 2, "evaluate_base": False, "eval_greedy": False}}
-
     cold = {"r000": {"pass_1": 0.0, "trials": 2, "successes": {"t1": 0, "t2": 0}}}
-    record(efficacy, tmp_path / "coldstart-seed0", efficacy.run_key(0, 1, overrides("failures")), cold)
+    record(efficacy, tmp_path / "coldstart-seed0", efficacy.run_key(0, 1, main_overrides("failures", 0)), cold)
     for home, parents, solved in (("flywheel-seed0", "failures", 2), ("control-seed0", "uniform", 1),
                                   ("control-uniform-all-seed0", "uniform-all", 0)):
         curve = {**cold, "r001": {"pass_1": solved / 2, "trials": 2, "successes": {"t1": solved, "t2": solved}}}
-        record(efficacy, tmp_path / home, efficacy.run_key(1, 2, overrides(parents)), curve)
-    try:
-        for control, expected in (("uniform", 0.5), ("uniform-all", 0.0)):
-            monkeypatch.setattr(sys, "argv", ["efficacy.py", "--rounds", "1", "--seeds", "1", "--workers", "1",
-                                              "--control", control, "--out", str(tmp_path)])
-            efficacy.main()
-            written = json.loads((tmp_path / "efficacy.json").read_text())
-            last = written["table"][-1]
-            assert (written["control"], last["round"], last["flywheel"], last["control"]) == (
-                control, "r001", 1.0, expected)
-    finally:
-        torch.set_num_threads(threads)
+        record(efficacy, tmp_path / home, efficacy.run_key(1, 2, main_overrides(parents, 0)), curve)
+    for control, expected in (("uniform", 0.5), ("uniform-all", 0.0)):
+        monkeypatch.setattr(sys, "argv", ["efficacy.py", "--rounds", "1", "--seeds", "1", "--workers", "1",
+                                          "--control", control, "--out", str(tmp_path)])
+        efficacy.main()
+        written = json.loads((tmp_path / "efficacy.json").read_text())
+        last = written["table"][-1]
+        assert (written["control"], last["round"], last["flywheel"], last["control"]) == (
+            control, "r001", 1.0, expected)
 
 
 def test_more_rounds_continue_a_finished_run_from_its_last_round(efficacy, tmp_path, monkeypatch):
