@@ -57,6 +57,12 @@ class TrainingConfig(SettingsGroup):
     # half the cold start's: continue, don't overwrite (measured held-out pass^1 0.32 vs 0.29)
     rft_learning_rate: float = setting(5e-4, env="FLYWHEEL_RFT_LEARNING_RATE", ge=0,
                                        help="rejection-sampled fine-tuning peak learning rate")
+    # Per row, the teacher's worked solutions of the round's failures taught the held-out set
+    # more than the hard samples' (README, *Against a control uniform in all its data*): this
+    # weighs them up in the RFT draw, and the uniform-all control's uniform ones alike.
+    teacher_fix_copies: int = setting(1, env="FLYWHEEL_TEACHER_FIX_COPIES", ge=1,
+                                      help="times each of the teacher's worked solutions of a failed instance "
+                                           "enters a round's RFT rows (a weight: 2 draws them about twice as often)")
     # renamed-id copies of each conversation (data.randomize_ids): without them the model
     # memorises its training ids (measured: right arguments in 50 of 140 held-out calls, 88 with 5)
     id_augment: int = setting(5, env="FLYWHEEL_ID_AUGMENT", ge=0,

@@ -45,6 +45,7 @@ def rft_data(
     teacher_trajectories: Sequence[Trajectory] = (),
     max_turns: int = 30,
     uniform_fixes_seed: str | None = None,
+    fix_copies: int = 1,
 ) -> RFTData:
     """Rows for one round of rejection-sampled fine-tuning, with counts for the metadata.
 
@@ -54,6 +55,7 @@ def rft_data(
     instances the policy failed at least once are added (the worked answer to a real failure).
     With ``uniform_fixes_seed`` (the efficacy benchmark's ``uniform-all`` control), as many of the
     teacher's successful rollouts are added, of instances drawn uniformly (seeded), failed or not.
+    Each of these teacher solutions enters the rows ``fix_copies`` times.
     """
     wins = successful(trajectories, scores, policy=policy_name)
     fixes: list[Trajectory] = []
@@ -78,7 +80,7 @@ def rft_data(
             played = run_rollouts(list(hard_samples), teacher, max_turns=max_turns)
         hard_solutions = [t for t in played if score(by_id[t.instance_id], t).success]
     every = list(instances) + list(hard_samples)
-    rows = trajectory_rows(wins, every) + trajectory_rows(fixes, every) + trajectory_rows(hard_solutions, every)
+    rows = trajectory_rows(wins, every) + trajectory_rows(fixes, every) * fix_copies + trajectory_rows(hard_solutions, every)
     counts = {"policy_successes": len(wins), "teacher_fixes": len(fixes), "hard_sample_solutions": len(hard_solutions),
               "hard_samples": len(hard_samples), "rows": len(rows)}
     return RFTData(rows, counts)

@@ -257,6 +257,13 @@ def test_rft_data_adds_the_teachers_solutions_of_what_the_policy_failed(world):
     mixed = rft_data(instances, trajectories, scores, policy_name=flaky[0].policy, teacher_name=teacher[0].policy)
     assert plain.counts["teacher_fixes"] == 0 and mixed.counts["teacher_fixes"] == len(failed)
     assert len(mixed.rows) == len(plain.rows) + len(failed)
+    # Weighed up: each teacher solution enters the rows that many times, nothing else changes.
+    tripled = rft_data(instances, trajectories, scores, policy_name=flaky[0].policy, teacher_name=teacher[0].policy,
+                       fix_copies=3)
+    assert tripled.counts == {**mixed.counts, "rows": len(plain.rows) + 3 * len(failed)}
+    as_text = lambda rows: sorted(json.dumps(r, sort_keys=True) for r in rows)  # noqa: E731
+    fix_rows = [r for r in mixed.rows if r not in plain.rows]
+    assert as_text(tripled.rows) == as_text(plain.rows + fix_rows * 3)
     # The uniform-all control: as many of the teacher's solutions, of a seeded uniform draw.
     def uniform(seed: str) -> set[str]:
         data = rft_data(instances, trajectories, scores, policy_name=flaky[0].policy, teacher_name=teacher[0].policy,
