@@ -130,6 +130,11 @@ def home_name(arm: str, parents: str, seed: int) -> str:
     return f"{named}-seed{seed}"
 
 
+def cold_start_name(seed: int) -> str:
+    """The home in ``--out`` of a seed's cold start r000, which both arms continue from a copy of."""
+    return f"coldstart-seed{seed}"
+
+
 def run_key(first: int, rounds: int, overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Everything that decides a run's rows: its job, the FLYWHEEL_* environment, the code of
     both packages, the libraries that compute, and the machine (CPU kind, torch threads)."""
@@ -264,7 +269,7 @@ def main() -> None:
     first = 0
     if not args.no_cold_start:
         print(f"the cold start r000, once per seed ({args.seeds})", flush=True)
-        done = run_all([(out / f"coldstart-seed{seed}", 0, 1, overrides(seed, "failures"), base,
+        done = run_all([(out / cold_start_name(seed), 0, 1, overrides(seed, "failures"), base,
                          f"cold start seed {seed}") for seed in seeds], args.workers)
         shared = dict(zip(seeds, done))
         first = 1
@@ -272,7 +277,7 @@ def main() -> None:
         results = iter([(shared[seed][0], 0.0) for seed in seeds for _ in arms])
     else:
         jobs = [(out / home_name(arm, parents, seed), first, args.rounds + 1, overrides(seed, parents),
-                 out / f"coldstart-seed{seed}" if first else base, f"{arm} seed {seed}")
+                 out / cold_start_name(seed) if first else base, f"{arm} seed {seed}")
                 for seed in seeds for arm, parents in arms.items()]
         print(f"{len(jobs)} runs of rounds r{first:03d}..r{args.rounds:03d}, {args.workers} at a time", flush=True)
         results = iter(run_all(jobs, args.workers))

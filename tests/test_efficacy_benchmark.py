@@ -109,7 +109,7 @@ def test_rounds_0_reports_the_cold_starts_alone_and_runs_no_arm(efficacy, small_
     curves = [{"r000": {"pass_1": 0.25, "trials": 2, "successes": {"t1": 1, "t2": 0}}},
               {"r000": {"pass_1": 0.75, "trials": 2, "successes": {"t1": 2, "t2": 1}}}]
     for seed, curve in enumerate(curves):  # the cold starts are recorded
-        record(efficacy, tmp_path / f"coldstart-seed{seed}", efficacy.run_key(0, 1, main_overrides("failures", seed)),
+        record(efficacy, tmp_path / efficacy.cold_start_name(seed), efficacy.run_key(0, 1, main_overrides("failures", seed)),
                curve)
     monkeypatch.setattr(sys, "argv", ["efficacy.py", "--rounds", "0", "--workers", "1", "--out", str(tmp_path)])
     efficacy.main()
@@ -130,7 +130,7 @@ def test_each_control_runs_in_its_own_homes_beside_the_flywheels(efficacy, small
     assert efficacy.home_name("control", "uniform-all", 1) == "control-uniform-all-seed1"
     monkeypatch.setattr(efficacy, "run_rounds", lambda *_, **__: pytest.fail("a recorded run was run again"))
     cold = {"r000": {"pass_1": 0.0, "trials": 2, "successes": {"t1": 0, "t2": 0}}}
-    record(efficacy, tmp_path / "coldstart-seed0", efficacy.run_key(0, 1, main_overrides("failures", 0)), cold)
+    record(efficacy, tmp_path / efficacy.cold_start_name(0), efficacy.run_key(0, 1, main_overrides("failures", 0)), cold)
     for home, parents, solved in (("flywheel-seed0", "failures", 2), ("control-seed0", "uniform", 1),
                                   ("control-uniform-all-seed0", "uniform-all", 0)):
         curve = {**cold, "r001": {"pass_1": solved / 2, "trials": 2, "successes": {"t1": solved, "t2": solved}}}
