@@ -80,7 +80,8 @@ def rft_data(
             played = run_rollouts(list(hard_samples), teacher, max_turns=max_turns)
         hard_solutions = [t for t in played if score(by_id[t.instance_id], t).success]
     every = list(instances) + list(hard_samples)
-    rows = trajectory_rows(wins, every) + trajectory_rows(fixes, every) * fix_copies + trajectory_rows(hard_solutions, every)
+    rows = (trajectory_rows(wins, every) + trajectory_rows(fixes, every) * fix_copies
+            + trajectory_rows(hard_solutions, every))
     counts = {"policy_successes": len(wins), "teacher_fixes": len(fixes), "hard_sample_solutions": len(hard_solutions),
               "hard_samples": len(hard_samples), "rows": len(rows)}
     return RFTData(rows, counts)
