@@ -60,7 +60,7 @@ class TrainingConfig(SettingsGroup):
     # Per row, the teacher's worked solutions of the round's failures taught the held-out set
     # more than the hard samples' (README, *Against a control uniform in all its data*), so
     # weighing them up might widen the flywheel's lead; at 2 it did not (README, *The teacher's
-    # worked solutions weighed twice*: the uniform-all control, weighed alike, caught up).
+    # worked solutions weighed twice*: the uniform-all control, weighed alike, went ahead).
     teacher_fix_copies: int = setting(1, env="FLYWHEEL_TEACHER_FIX_COPIES", ge=1,
                                       help="times each of the teacher's worked solutions of a failed instance "
                                            "enters a round's RFT rows (a weight: 2 draws them about twice as often)")
