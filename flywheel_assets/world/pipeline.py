@@ -8,7 +8,7 @@ which the caller reads from the warehouse and passes in.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from flywheel_assets.world.llm.world_writer import LLMWorldWriter
 
 HARD_SAMPLE_PARENTS = ("failures", "uniform", "uniform-all")
-HARD_SAMPLE_PICKS = ("worst", "nearest")
+HARD_SAMPLE_PICKS = ("worst", "nearest", "nearest_per_type")
 
 
 class RoundConfig(SettingsGroup):
@@ -87,10 +87,13 @@ class RoundConfig(SettingsGroup):
     # The worst failures are often out of the model's reach (0 of n rollouts, low partial
     # reward); the nearest ones (some rollouts solved it, or most sub-goals met) are where a
     # few variants may tip it over: the learnability argument of curriculum methods.
+    # nearest_per_type: the nearest failures are rarely prohibited actions (the hard gate zeroes
+    # their reward), so nearest alone skews the parents' failure mix away from the round's.
     hard_sample_pick: str = setting("nearest", env="FLYWHEEL_HARD_SAMPLE_PICK", choices=lambda: HARD_SAMPLE_PICKS,
                                     help="which failures a hard_sample_share below 1 keeps: worst (lowest mean "
-                                         "rollout reward first) or nearest (highest first: the failures the policy "
-                                         "came closest to solving)")
+                                         "rollout reward first), nearest (highest first: the failures the policy "
+                                         "came closest to solving) or nearest_per_type (the nearest of each failure "
+                                         "type, as many of a type as its share of the failures)")
     # Off by default: the untrained base solves nothing, so its rollouts made every r000
     # instance a "failure" and the flywheel's first hard samples aimed at nothing in particular.
     first_round_policy_rollouts: bool = setting(
@@ -333,7 +336,8 @@ def hard_samples(config: RoundConfig, round_key: str, instances: Sequence[TaskIn
             failure_types[s.instance_id] = failure_type(s, trajectory_of[s.trajectory_id]) or "missed_subgoal"
     # At least one parent when the share is positive: floored, half of a one-instance round is none.
     limit = max(1, int(config.hard_sample_share * len(first_score))) if config.hard_sample_share > 0 else 0
-    parents = _chosen_failures(failed, rewards, limit, nearest=config.hard_sample_pick == "nearest")
+    parents = _chosen_failures(failed, rewards, limit, nearest=config.hard_sample_pick != "worst",
+                               types=failure_types if config.hard_sample_pick == "nearest_per_type" else None)
     if config.hard_sample_parents != "failures":
         drawn = seeded_draw(f"{config.seed}/{round_key}/uniform-parents", first_score, len(parents))
         parents = [(by_id[i], failed[i][1] if i in failed else first_score[i]) for i in drawn]
@@ -343,12 +347,19 @@ def hard_samples(config: RoundConfig, round_key: str, instances: Sequence[TaskIn
 
 
 def _chosen_failures(failed: dict[str, tuple[TaskInstance, Score]], rewards: dict[str, list[float]],
-                     limit: int, *, nearest: bool = False) -> list[tuple[TaskInstance, Score]]:
+                     limit: int, *, nearest: bool = False, types: Mapping[str, str] | None = None
+                     ) -> list[tuple[TaskInstance, Score]]:
     """The failures, or when there are more than ``limit``, the ``limit`` with the lowest mean
     of their policy rollouts' ``rewards`` (``nearest``: the highest), ties by instance id, in
-    the order they failed."""
+    the order they failed. With ``types`` (instance id → failure type) the limit is shared out
+    over the types in proportion to their failures, and each type's share ranked alone."""
     if len(failed) <= limit:
         return list(failed.values())
     sign = -1 if nearest else 1
-    chosen = set(sorted(failed, key=lambda i: (sign * sum(rewards[i]) / len(rewards[i]), i))[:limit])
+    groups: dict[str, list[str]] = {}
+    for i in failed:
+        groups.setdefault(types[i] if types is not None else "", []).append(i)
+    sizes = {kind: len(ids) for kind, ids in groups.items()}
+    chosen = {i for kind, quota in _shares(limit, sizes, sizes).items()
+              for i in sorted(groups[kind], key=lambda i: (sign * sum(rewards[i]) / len(rewards[i]), i))[:quota]}
     return [parent for i, parent in failed.items() if i in chosen]
