@@ -59,9 +59,9 @@ def rft_data(
     """
     wins = successful(trajectories, scores, policy=policy_name)
     fixes: list[Trajectory] = []
+    policy_of = {t.trajectory_id: t.policy for t in trajectories}
+    failed = {s.instance_id for s in scores if policy_of.get(s.trajectory_id) == policy_name and not s.success}
     if teacher_name is not None:
-        policy_of = {t.trajectory_id: t.policy for t in trajectories}
-        failed = {s.instance_id for s in scores if policy_of.get(s.trajectory_id) == policy_name and not s.success}
         solved = successful(trajectories, scores, policy=teacher_name)
         fixes = [t for t in solved if t.instance_id in failed]
         if uniform_fixes_seed is not None:
@@ -82,7 +82,11 @@ def rft_data(
     every = list(instances) + list(hard_samples)
     rows = (trajectory_rows(wins, every) + trajectory_rows(fixes, every) * fix_copies
             + trajectory_rows(hard_solutions, every))
-    counts = {"policy_successes": len(wins), "teacher_fixes": len(fixes), "hard_sample_solutions": len(hard_solutions),
+    # of_failures: how many of the teacher's solutions answer one of the policy's failures (all
+    # of them, but for the uniform-all control, whose draw also takes what the policy solved)
+    counts = {"policy_successes": len(wins), "teacher_fixes": len(fixes),
+              "teacher_fixes_of_failures": sum(t.instance_id in failed for t in fixes),
+              "hard_sample_solutions": len(hard_solutions),
               "hard_samples": len(hard_samples), "rows": len(rows)}
     return RFTData(rows, counts)
 

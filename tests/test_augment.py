@@ -180,6 +180,47 @@ def test_a_hard_sample_share_keeps_the_lowest_or_nearest_failures_and_the_contro
         parents(hard_sample_share=0.5, hard_sample_pick="easiest")
 
 
+def test_nearest_per_type_keeps_each_failure_types_share_and_its_nearest_failures():
+    from collections import Counter
+
+    from flywheel_assets.world import pipeline
+    from flywheel_assets.world.baselines import RandomPolicy
+    from flywheel_assets.world.metrics import failure_type
+
+    config, instances, _, _, _ = _flaky_round(samples=2, fail_share=0.6)
+    policy = RandomPolicy(0)  # fails in two types, and its nearest failures are not spread like them
+    trajectories = run_rollouts(instances, policy, samples=2)
+    by_id = {i.instance_id: i for i in instances}
+    scores = [score(by_id[t.instance_id], t) for t in trajectories]
+    types: dict[str, str] = {}
+    rewards: dict[str, list[float]] = {}
+    for trajectory, result in zip(trajectories, scores):
+        rewards.setdefault(result.instance_id, []).append(result.reward)
+        if not result.success:
+            types.setdefault(result.instance_id, failure_type(result, trajectory) or "missed_subgoal")
+    failures_of = Counter(types.values())
+    assert len(failures_of) >= 2
+    limit = len(instances) // 4
+    share = config.replace(hard_sample_share=limit / len(instances))
+
+    def parents(pick: str) -> set[str]:
+        report = pipeline.hard_samples(share.replace(hard_sample_pick=pick), "r000", instances, trajectories,
+                                       scores, policy.name)
+        return {r["parent_id"] for r in report.records}
+
+    per_type = parents("nearest_per_type")
+    assert len(per_type) == limit and per_type <= set(types)
+    chosen_of = Counter(types[i] for i in per_type)
+    for kind, failed in failures_of.items():
+        assert abs(chosen_of[kind] - limit * failed / len(types)) < 1  # the type's share, rounded
+        mean = {i: sum(rewards[i]) / len(rewards[i]) for i in types if types[i] == kind}
+        kept = [mean[i] for i in mean if i in per_type]
+        left = [mean[i] for i in mean if i not in per_type]
+        assert not kept or not left or min(kept) >= max(left)  # the type's nearest
+    nearest = parents("nearest")
+    assert Counter(types[i] for i in nearest) != chosen_of  # nearest alone is skewed in this round
+
+
 def test_carrying_is_capped_one_variant_per_failure_before_a_second_of_any(failed):
     from flywheel_assets.world import pipeline
 

@@ -256,6 +256,7 @@ def test_rft_data_adds_the_teachers_solutions_of_what_the_policy_failed(world):
     plain = rft_data(instances, trajectories, scores, policy_name=flaky[0].policy)
     mixed = rft_data(instances, trajectories, scores, policy_name=flaky[0].policy, teacher_name=teacher[0].policy)
     assert plain.counts["teacher_fixes"] == 0 and mixed.counts["teacher_fixes"] == len(failed)
+    assert mixed.counts["teacher_fixes_of_failures"] == len(failed)
     assert len(mixed.rows) == len(plain.rows) + len(failed)
     # Weighed up: each teacher solution enters the rows that many times, nothing else changes.
     tripled = rft_data(instances, trajectories, scores, policy_name=flaky[0].policy, teacher_name=teacher[0].policy,
@@ -269,12 +270,15 @@ def test_rft_data_adds_the_teachers_solutions_of_what_the_policy_failed(world):
         data = rft_data(instances, trajectories, scores, policy_name=flaky[0].policy, teacher_name=teacher[0].policy,
                         uniform_fixes_seed=seed)
         assert data.counts["teacher_fixes"] == len(failed) and len(data.rows) == len(mixed.rows)
+        of_failures.append(data.counts["teacher_fixes_of_failures"])
         return {json.dumps(r["messages"]) for r in data.rows[len(plain.rows):]}
 
+    of_failures: list[int] = []
     draws = [uniform(f"0/r001/{n}") for n in range(8)]
     assert uniform("0/r001/0") == draws[0]
     fixed = {json.dumps(r["messages"]) for r in mixed.rows[len(plain.rows):]}
     assert any(drawn != fixed for drawn in draws)  # passed instances get drawn too
+    assert all(n <= len(failed) for n in of_failures) and min(of_failures) < len(failed)  # and counted
 
 
 def test_the_base_size_settings_build_a_base_of_that_size_beside_the_default(tmp_path):

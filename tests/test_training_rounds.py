@@ -193,3 +193,47 @@ def test_the_limits_benchmark_reports_no_grpo_signal_for_a_round_whose_grpo_form
     assert limits.grpo_signal({"grpo_groups": 4, "grpo_saturated_groups": 1}) == {"grpo_groups": 4,
                                                                                    "grpo_signal_share": 0.75}
     assert limits.share(None) == "-" and limits.share(0.754) == "0.75"
+
+
+def test_the_checkpoint_step_gives_the_uniform_all_control_a_uniform_draw_of_the_teachers_solutions(trained,
+                                                                                                    tmp_path):
+    """Stage 7 passes the round's control setting on to training. r001 is played again by a
+    policy that solves some instances (the tiny model solves none, so there every draw is of
+    failures); then the flywheel's teacher solutions all answer failures and the uniform-all
+    control's, as many, do not."""
+    import shutil
+
+    from dagster import materialize
+
+    from flywheel_assets.assets.stage7_policy_checkpoint import policy_checkpoint
+    from flywheel_assets.resources import PolicyResource, RoundConfigResource, WarehouseResource
+
+    root, store = trained
+    copy = Warehouse(tmp_path / "warehouse.duckdb")
+    shutil.copy(store.path, copy.path)
+    round_config = {"tasks_per_domain": 1, "rollouts_per_instance": 2, "max_turns": 8, "eval_per_domain": 1,
+                    "backtranslated_per_tree": 1}
+    instance = DagsterInstance.ephemeral()
+    config = run_config(overrides={"warehouse": {"path": str(copy.path)}, "round_config": round_config,
+                                   "policy": {"name": "flaky-teacher", "fail_share": 0.3},
+                                   "training": {**TINY_TRAINING, "checkpoint_dir": str(root / "checkpoints")}},
+                        log_level="WARNING")
+    [outcome] = materialize_rounds(instance, ["r001"], config, copy, report=lambda _: None, train=False)
+    assert outcome.success, outcome.error
+    solved = [s["success"] for s in copy.read_round("rubric_scores", "r001") if s["role"] == "policy"]
+    assert any(solved) and not all(solved)
+
+    def counts(parents: str) -> dict[str, int]:
+        resources = {"warehouse": WarehouseResource(path=str(copy.path)), "policy": PolicyResource(),
+                     "round_config": RoundConfigResource(**round_config, hard_sample_parents=parents),
+                     "training": TrainingResource(**TINY_TRAINING, checkpoint_dir=str(tmp_path / parents))}
+        result = materialize([policy_checkpoint], partition_key="r001", instance=instance, raise_on_error=False,
+                             resources=resources)
+        assert result.success
+        [row] = copy.read_round("policy_checkpoints", "r001")
+        return row["data_counts"]
+
+    flywheel, control = counts("failures"), counts("uniform-all")
+    assert flywheel["teacher_fixes"] > 0 and flywheel["teacher_fixes_of_failures"] == flywheel["teacher_fixes"]
+    assert control["teacher_fixes"] == flywheel["teacher_fixes"]
+    assert control["teacher_fixes_of_failures"] < control["teacher_fixes"]  # it drew solved instances too
