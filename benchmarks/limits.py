@@ -9,6 +9,8 @@ Three candidate limits, each measured per arm and seed, round by round:
   control draws as many parents uniformly as the flywheel has failures, so part of its
   parents are failures too; where both arms play the same rollouts (r001: same cold start,
   same seed) the overlap of the two parent sets is measured directly. Also: the share of
+  prohibited actions among a round's failed instances and among its failed parents (the
+  failure mix ``hard_sample_pick`` keeps; ``limits.json`` has every type's counts), the share of
   each round's RFT rows that are hard-sample solutions, and the expected share of distinct
   rows RFT draws at least once (steps × batch draws from rows × (1 + id copies)).
 - **reward signal**: GRPO's groups with a reward difference (the rest give no gradient).
@@ -31,6 +33,7 @@ import json
 import os
 import random
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # efficacy.py beside i
 
 from flywheel_assets.resources import TrainingResource  # noqa: E402
 from flywheel_assets.store import Warehouse  # noqa: E402
-from flywheel_assets.store.rows import instances_from_rows  # noqa: E402
-from flywheel_assets.world.pipeline import RoundConfig  # noqa: E402
+from flywheel_assets.store.rows import instances_from_rows, scores_from_rows, trajectories_from_rows  # noqa: E402
+from flywheel_assets.world.pipeline import RoundConfig, instance_failure_types  # noqa: E402
 from flywheel_assets.world.tasks import TaskInstance  # noqa: E402
 from flywheel_training.config import TrainingConfig  # noqa: E402
 from flywheel_training.evals.heldout import evaluate  # noqa: E402
@@ -77,6 +80,16 @@ def parents(store: Warehouse, round_key: str) -> set[str]:
         "SELECT DISTINCT parent_id FROM hard_samples WHERE round = ?", [round_key])}
 
 
+def failure_mix(store: Warehouse, round_key: str, among: set[str] | None = None) -> dict[str, int]:
+    """How many of the round's failed instances (``among`` them, when given) fall under each
+    failure type, typed as the hard-samples stage types them."""
+    rollouts = store.read_round("rollouts", round_key)
+    policy = next((r["policy"] for r in rollouts if r["role"] == "policy"), "")
+    types = instance_failure_types(trajectories_from_rows(rollouts),
+                                   scores_from_rows(store.read_round("rubric_scores", round_key)), policy)
+    return dict(Counter(kind for i, kind in types.items() if among is None or i in among))
+
+
 def share(value: float | None) -> str:
     """A share to two places, or "-" where the stage did not run."""
     return "-" if value is None else f"{value:.2f}"
@@ -92,16 +105,23 @@ def data_and_signal(store: Warehouse, config: TrainingConfig) -> list[dict[str, 
         played, failed = failed_instances(store, round_key)
         drawn = parents(store, round_key)
         rft_steps = sum(s["steps"] for s in ck["plan"]["executed"] if s["stage"] == "rft")
+        failed_mix, parent_mix = failure_mix(store, round_key), failure_mix(store, round_key, drawn)
         rows = counts.get("rows", 0)
         pool = rows * (1 + config.id_augment)
         draws = min(pool, rft_steps * config.batch_size)
         table.append({
             "round": round_key, "instances": len(played), "failed": len(failed),
             "parents": len(drawn), "parents_failed_share": len(drawn & failed) / len(drawn) if drawn else 0.0,
+            "failed_types": failed_mix, "parent_types": parent_mix,
+            "prohibited_share": {"failed": prohibited_share(failed_mix), "parents": prohibited_share(parent_mix)},
             "rft_rows": rows, "hard_sample_share": counts.get("hard_sample_solutions", 0) / rows if rows else None,
             "rft_distinct_coverage": 1 - (1 - draws / pool) ** (1 + config.id_augment) if pool else None,
             **grpo_signal(counts)})
     return table
+
+
+def prohibited_share(mix: dict[str, int]) -> float:
+    return mix.get("prohibited_action", 0) / sum(mix.values()) if mix else 0.0
 
 
 def grpo_signal(counts: dict[str, Any]) -> dict[str, Any]:
@@ -151,15 +171,17 @@ def main() -> None:
     settings = {home: run_settings(home, out / "shared") for home in homes}
 
     print("data and reward signal per continuation round")
-    print(f"{'run':>25} {'round':>5} {'failed/played':>13} {'parents failed':>14} {'hard-sample rows':>16} "
-          f"{'RFT rows seen':>13} {'GRPO groups w/ signal':>21}")
+    print(f"{'run':>25} {'round':>5} {'failed/played':>13} {'parents failed':>14} {'prohibited failed/parents':>25} "
+          f"{'hard-sample rows':>16} {'RFT rows seen':>13} {'GRPO groups w/ signal':>21}")
     for home in homes:
         if home.name.startswith("coldstart"):
             continue
         rows = report["data"][home.name] = data_and_signal(warehouse(home), settings[home][0])
         for r in rows:
             print(f"{home.name:>25} {r['round']:>5} {r['failed']:>6}/{r['instances']:<6} "
-                  f"{r['parents_failed_share']:>14.2f} {share(r['hard_sample_share']):>16} "
+                  f"{r['parents_failed_share']:>14.2f} "
+                  f"{r['prohibited_share']['failed']:>20.2f}/{r['prohibited_share']['parents']:.2f} "
+                  f"{share(r['hard_sample_share']):>16} "
                   f"{share(r['rft_distinct_coverage']):>13} {share(r['grpo_signal_share']):>21}")
 
     print("\nparents shared by the two arms where they play the same rollouts (r001, same seed)")

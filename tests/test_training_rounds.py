@@ -180,6 +180,13 @@ def test_the_limits_benchmark_measures_the_rounds_failures_parents_and_training_
     assert (row["round"], row["instances"], row["failed"], row["parents"]) == ("r001", len(played), len(failed),
                                                                                len(parents))
     assert parents and row["parents_failed_share"] == 1.0  # the flywheel augments failures only
+    # every failure typed once, as the hard-samples stage typed its parents' variants
+    assert sum(row["failed_types"].values()) == len(failed) and sum(row["parent_types"].values()) == len(parents)
+    variant_types = {(r["parent_id"], r["instance"]["meta"]["failure_type"])
+                     for r in store.read_round("hard_samples", "r001") if r["instance"]}
+    assert {kind for _, kind in variant_types} == set(row["parent_types"])
+    assert len(variant_types) == len({parent for parent, _ in variant_types})
+    assert row["prohibited_share"]["parents"] == row["parent_types"].get("prohibited_action", 0) / len(parents)
     pool = counts["rows"] * 6  # each row and its 5 renamed-id copies; 2 steps draw 2 conversations each
     assert row["rft_distinct_coverage"] == pytest.approx(1 - (1 - 4 / pool) ** 6)
     assert row["grpo_signal_share"] == pytest.approx(1 - counts["grpo_saturated_groups"] / counts["grpo_groups"])

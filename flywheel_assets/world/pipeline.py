@@ -323,7 +323,7 @@ def hard_samples(config: RoundConfig, round_key: str, instances: Sequence[TaskIn
     by_id = {i.instance_id: i for i in instances}
     trajectory_of = {t.trajectory_id: t for t in trajectories}
     failed: dict[str, tuple[TaskInstance, Score]] = {}
-    failure_types: dict[str, str] = {}
+    failure_types = instance_failure_types(trajectories, scores, policy_name)
     first_score: dict[str, Score] = {}
     rewards: dict[str, list[float]] = {}
     for s in scores:
@@ -333,7 +333,6 @@ def hard_samples(config: RoundConfig, round_key: str, instances: Sequence[TaskIn
         rewards.setdefault(s.instance_id, []).append(s.reward)
         if not s.success and s.instance_id not in failed:
             failed[s.instance_id] = (by_id[s.instance_id], s)
-            failure_types[s.instance_id] = failure_type(s, trajectory_of[s.trajectory_id]) or "missed_subgoal"
     # At least one parent when the share is positive: floored, half of a one-instance round is none.
     limit = max(1, int(config.hard_sample_share * len(first_score))) if config.hard_sample_share > 0 else 0
     parents = _chosen_failures(failed, rewards, limit, nearest=config.hard_sample_pick != "worst",
@@ -344,6 +343,19 @@ def hard_samples(config: RoundConfig, round_key: str, instances: Sequence[TaskIn
     return augment_failures(parents, round_key=round_key, seed=config.seed,
                             solvers=solvers or default_solvers(), per_failure=config.augment_per_failure,
                             failure_types=failure_types, max_turns=config.max_turns, user_factory=user_factory, backend_for=backend_for)
+
+
+def instance_failure_types(trajectories: Sequence[Trajectory], scores: Sequence[Score],
+                           policy_name: str) -> dict[str, str]:
+    """Instance id → the failure type of the first of ``policy_name``'s rollouts of it that
+    failed (in ``scores``' order), for every instance the policy failed at least once."""
+    trajectory_of = {t.trajectory_id: t for t in trajectories}
+    types: dict[str, str] = {}
+    for s in scores:
+        trajectory = trajectory_of[s.trajectory_id]
+        if trajectory.policy == policy_name and not s.success and s.instance_id not in types:
+            types[s.instance_id] = failure_type(s, trajectory) or "missed_subgoal"
+    return types
 
 
 def _chosen_failures(failed: dict[str, tuple[TaskInstance, Score]], rewards: dict[str, list[float]],
