@@ -88,7 +88,9 @@ class RoundConfig(SettingsGroup):
     # reward); the nearest ones (some rollouts solved it, or most sub-goals met) are where a
     # few variants may tip it over: the learnability argument of curriculum methods.
     # nearest_per_type: the nearest failures are rarely prohibited actions (the hard gate zeroes
-    # their reward), so nearest alone skews the parents' failure mix away from the round's.
+    # their reward), so nearest alone skews the parents' failure mix away from the round's
+    # (benchmarks/limits.py: 0.04-0.09 of the parents against 0.14-0.26 of the failures). Giving
+    # each type its share did not widen the lead over four seeds (README, *Benchmarks*).
     hard_sample_pick: str = setting("nearest", env="FLYWHEEL_HARD_SAMPLE_PICK", choices=lambda: HARD_SAMPLE_PICKS,
                                     help="which failures a hard_sample_share below 1 keeps: worst (lowest mean "
                                          "rollout reward first), nearest (highest first: the failures the policy "
