@@ -80,14 +80,12 @@ def parents(store: Warehouse, round_key: str) -> set[str]:
         "SELECT DISTINCT parent_id FROM hard_samples WHERE round = ?", [round_key])}
 
 
-def failure_mix(store: Warehouse, round_key: str, among: set[str] | None = None) -> dict[str, int]:
-    """How many of the round's failed instances (``among`` them, when given) fall under each
-    failure type, typed as the hard-samples stage types them."""
+def failure_types(store: Warehouse, round_key: str) -> dict[str, str]:
+    """Each failed instance's failure type, as the round's hard-samples stage typed it."""
     rollouts = store.read_round("rollouts", round_key)
     policy = next((r["policy"] for r in rollouts if r["role"] == "policy"), "")
-    types = instance_failure_types(trajectories_from_rows(rollouts),
-                                   scores_from_rows(store.read_round("rubric_scores", round_key)), policy)
-    return dict(Counter(kind for i, kind in types.items() if among is None or i in among))
+    return instance_failure_types(trajectories_from_rows(rollouts),
+                                  scores_from_rows(store.read_round("rubric_scores", round_key)), policy)
 
 
 def share(value: float | None) -> str:
@@ -105,7 +103,8 @@ def data_and_signal(store: Warehouse, config: TrainingConfig) -> list[dict[str, 
         played, failed = failed_instances(store, round_key)
         drawn = parents(store, round_key)
         rft_steps = sum(s["steps"] for s in ck["plan"]["executed"] if s["stage"] == "rft")
-        failed_mix, parent_mix = failure_mix(store, round_key), failure_mix(store, round_key, drawn)
+        types = failure_types(store, round_key)
+        failed_mix, parent_mix = dict(Counter(types.values())), dict(Counter(types[i] for i in drawn if i in types))
         rows = counts.get("rows", 0)
         pool = rows * (1 + config.id_augment)
         draws = min(pool, rft_steps * config.batch_size)
