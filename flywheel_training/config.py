@@ -14,6 +14,8 @@ from pydantic import model_validator
 
 from flywheel_assets.world.settings import SettingsGroup, setting
 
+TEACHER_FIXES_FOR = ("any_failure", "every_rollout_failed")
+
 # What builds the embedded base; a pretrained base_model is converted instead, so these would do nothing.
 EMBEDDED_BASE_SETTINGS = ("base_induction_steps", "base_recall_steps", "base_hidden_size", "base_layers")
 
@@ -64,6 +66,15 @@ class TrainingConfig(SettingsGroup):
     teacher_fix_copies: int = setting(1, env="FLYWHEEL_TEACHER_FIX_COPIES", ge=1,
                                       help="times each of the teacher's worked solutions of a failed instance "
                                            "enters a round's RFT rows (a weight: 2 draws them about twice as often)")
+    # With 2 rollouts, 68-86 % of a round's instances fail at least one, so the teacher's
+    # solutions of "failures" are most of its solutions and a uniform draw of as many is much
+    # the same data; those the policy failed on every rollout are the sharper aim.
+    teacher_fixes_for: str = setting("any_failure", env="FLYWHEEL_TEACHER_FIXES_FOR",
+                                     choices=lambda: TEACHER_FIXES_FOR,
+                                     help="which failed instances get the teacher's worked solutions in a round's RFT "
+                                          "rows: any_failure (the policy failed at least one rollout) or "
+                                          "every_rollout_failed (no rollout solved it); the uniform-all control "
+                                          "draws as many")
     # renamed-id copies of each conversation (data.randomize_ids): without them the model
     # memorises its training ids (measured: right arguments in 50 of 140 held-out calls, 88 with 5)
     id_augment: int = setting(5, env="FLYWHEEL_ID_AUGMENT", ge=0,

@@ -17,6 +17,7 @@ from typing import Any
 from flywheel_assets.world.rollout import BatchPolicy, run_rollouts
 from flywheel_assets.world.rubric import score
 from flywheel_assets.world.tasks import Score, TaskInstance, Trajectory, seeded_draw
+from flywheel_training.config import TEACHER_FIXES_FOR
 from flywheel_training.data import successful, trajectory_rows
 from flywheel_training.sft import SFTRunConfig, TrainResult, train_sft
 
@@ -46,6 +47,7 @@ def rft_data(
     max_turns: int = 30,
     uniform_fixes_seed: str | None = None,
     fix_copies: int = 1,
+    fixes_for: str = "any_failure",
 ) -> RFTData:
     """Rows for one round of rejection-sampled fine-tuning, with counts for the metadata.
 
@@ -55,12 +57,19 @@ def rft_data(
     instances the policy failed at least once are added (the worked answer to a real failure).
     With ``uniform_fixes_seed`` (the efficacy benchmark's ``uniform-all`` control), as many of the
     teacher's successful rollouts are added, of instances drawn uniformly (seeded), failed or not.
-    Each of these teacher solutions enters the rows ``fix_copies`` times.
+    Each of these teacher solutions enters the rows ``fix_copies`` times. ``fixes_for`` says
+    which instances count as failed here: ``any_failure`` (a failed rollout) or
+    ``every_rollout_failed`` (no rollout solved it); the uniform draw takes as many.
     """
+    if fixes_for not in TEACHER_FIXES_FOR:
+        raise ValueError(f"fixes_for must be one of {', '.join(TEACHER_FIXES_FOR)}, not {fixes_for!r}")
     wins = successful(trajectories, scores, policy=policy_name)
     fixes: list[Trajectory] = []
     policy_of = {t.trajectory_id: t.policy for t in trajectories}
-    failed = {s.instance_id for s in scores if policy_of.get(s.trajectory_id) == policy_name and not s.success}
+    own = [s for s in scores if policy_of.get(s.trajectory_id) == policy_name]
+    failed = {s.instance_id for s in own if not s.success}
+    if fixes_for == "every_rollout_failed":
+        failed -= {s.instance_id for s in own if s.success}
     if teacher_name is not None:
         solved = successful(trajectories, scores, policy=teacher_name)
         fixes = [t for t in solved if t.instance_id in failed]

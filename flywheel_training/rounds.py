@@ -134,7 +134,7 @@ def train_round(
         elif stage.stage == "rft":
             rft_rows = rft_data(instances, trajectories, scores, policy_name=policy_name, teacher_name=teacher_name,
                                 hard_samples=hard_samples, uniform_fixes_seed=uniform_fixes_seed,
-                                fix_copies=config.teacher_fix_copies)
+                                fix_copies=config.teacher_fix_copies, fixes_for=config.teacher_fixes_for)
             counts.update(rft_rows.counts)
             if not rft_rows.rows:
                 executed.append({**record, "steps": 0, "skipped": "no policy success and no hard-sample solution"})

@@ -281,6 +281,37 @@ def test_rft_data_adds_the_teachers_solutions_of_what_the_policy_failed(world):
     assert all(n <= len(failed) for n in of_failures) and min(of_failures) < len(failed)  # and counted
 
 
+def test_rft_data_can_keep_the_teachers_solutions_to_what_the_policy_failed_on_every_rollout(world):
+    from flywheel_training.rft import rft_data
+
+    instances, teacher = world
+    flaky = run_rollouts(instances, FlakyTeacher(0.5), samples=2)
+    trajectories = flaky + teacher
+    by_id = {i.instance_id: i for i in instances}
+    scores = [score(by_id[t.instance_id], t) for t in trajectories]
+    outcomes: dict[str, set[bool]] = {}
+    for t, s in zip(trajectories, scores):
+        if t.policy == flaky[0].policy:
+            outcomes.setdefault(t.instance_id, set()).add(s.success)
+    every = {i for i, seen in outcomes.items() if seen == {False}}
+    some = {i for i, seen in outcomes.items() if False in seen}
+    assert 0 < len(every) < len(some)  # some instances were failed once and solved once
+
+    kwargs = dict(policy_name=flaky[0].policy, teacher_name=teacher[0].policy)
+    broad = rft_data(instances, trajectories, scores, **kwargs)
+    sharp = rft_data(instances, trajectories, scores, fixes_for="every_rollout_failed", **kwargs)
+    assert broad.counts["teacher_fixes"] == len(some)
+    assert sharp.counts["teacher_fixes"] == sharp.counts["teacher_fixes_of_failures"] == len(every)
+    assert sharp.counts["policy_successes"] == broad.counts["policy_successes"]
+    assert len(broad.rows) - len(sharp.rows) == len(some) - len(every)
+    # the uniform-all control draws as many as the sharper aim keeps
+    drawn = rft_data(instances, trajectories, scores, fixes_for="every_rollout_failed", uniform_fixes_seed="0/r001/x",
+                     **kwargs)
+    assert drawn.counts["teacher_fixes"] == len(every) and len(drawn.rows) == len(sharp.rows)
+    with pytest.raises(ValueError, match="fixes_for must be one of any_failure, every_rollout_failed"):
+        rft_data(instances, trajectories, scores, fixes_for="some", **kwargs)
+
+
 def test_the_base_size_settings_build_a_base_of_that_size_beside_the_default(tmp_path):
     from flywheel_assets.resources import TrainingResource
     from flywheel_training.tiny import config_digest
