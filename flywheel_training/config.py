@@ -14,7 +14,7 @@ from pydantic import model_validator
 
 from flywheel_assets.world.settings import SettingsGroup, setting
 
-TEACHER_FIXES_FOR = ("any_failure", "every_rollout_failed")
+TEACHER_FIXES_FOR = ("any_failure", "every_rollout_failed", "every_instance_weighted")
 
 # What builds the embedded base; a pretrained base_model is converted instead, so these would do nothing.
 EMBEDDED_BASE_SETTINGS = ("base_induction_steps", "base_recall_steps", "base_hidden_size", "base_layers")
@@ -75,8 +75,9 @@ class TrainingConfig(SettingsGroup):
                                      choices=lambda: TEACHER_FIXES_FOR,
                                      help="which failed instances get the teacher's worked solutions in a round's RFT "
                                           "rows: any_failure (the policy failed at least one rollout) or "
-                                          "every_rollout_failed (no rollout solved it); the uniform-all control "
-                                          "draws as many")
+                                          "every_rollout_failed (no rollout solved it); every_instance_weighted: "
+                                          "those of every instance, the ones no rollout solved twice; the "
+                                          "uniform-all control draws as many")
     # renamed-id copies of each conversation (data.randomize_ids): without them the model
     # memorises its training ids (measured: right arguments in 50 of 140 held-out calls, 88 with 5)
     id_augment: int = setting(5, env="FLYWHEEL_ID_AUGMENT", ge=0,

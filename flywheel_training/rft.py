@@ -59,7 +59,9 @@ def rft_data(
     teacher's successful rollouts are added, of instances drawn uniformly (seeded), failed or not.
     Each of these teacher solutions enters the rows ``fix_copies`` times. ``fixes_for`` says
     which instances count as failed here: ``any_failure`` (a failed rollout) or
-    ``every_rollout_failed`` (no rollout solved it); the uniform draw takes as many.
+    ``every_rollout_failed`` (no rollout solved it); the uniform draw takes as many. With
+    ``every_instance_weighted`` the teacher's solutions of every instance enter once, and those
+    of the instances no rollout solved (the control: as many drawn uniformly) once more.
     """
     if fixes_for not in TEACHER_FIXES_FOR:
         raise ValueError(f"fixes_for must be one of {', '.join(TEACHER_FIXES_FOR)}, not {fixes_for!r}")
@@ -68,7 +70,7 @@ def rft_data(
     policy_of = {t.trajectory_id: t.policy for t in trajectories}
     own = [s for s in scores if policy_of.get(s.trajectory_id) == policy_name]
     failed = {s.instance_id for s in own if not s.success}
-    if fixes_for == "every_rollout_failed":
+    if fixes_for in ("every_rollout_failed", "every_instance_weighted"):
         failed -= {s.instance_id for s in own if s.success}
     if teacher_name is not None:
         solved = successful(trajectories, scores, policy=teacher_name)
@@ -77,6 +79,9 @@ def rft_data(
             drawn = set(seeded_draw(uniform_fixes_seed, (t.instance_id for t in solved),
                                     len({t.instance_id for t in fixes})))
             fixes = [t for t in solved if t.instance_id in drawn]
+        if fixes_for == "every_instance_weighted":
+            # the aim is a weight, not a cut: every solution once, the aimed ones once more
+            fixes = solved + fixes
     hard_solutions: list[Trajectory] = []
     if hard_samples:
         by_id = {i.instance_id: i for i in hard_samples}

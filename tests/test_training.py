@@ -312,6 +312,41 @@ def test_rft_data_can_keep_the_teachers_solutions_to_what_the_policy_failed_on_e
         rft_data(instances, trajectories, scores, fixes_for="some", **kwargs)
 
 
+def test_rft_data_can_weigh_the_teachers_solutions_of_every_instance_towards_every_rollout_failures(world):
+    from flywheel_training.rft import rft_data
+
+    instances, teacher = world
+    flaky = run_rollouts(instances, FlakyTeacher(0.5), samples=2)
+    trajectories = flaky + teacher
+    by_id = {i.instance_id: i for i in instances}
+    scores = [score(by_id[t.instance_id], t) for t in trajectories]
+    outcomes: dict[str, set[bool]] = {}
+    for t, s in zip(trajectories, scores):
+        if t.policy == flaky[0].policy:
+            outcomes.setdefault(t.instance_id, set()).add(s.success)
+    every = {i for i, seen in outcomes.items() if seen == {False}}
+    solved = {t.instance_id for t, s in zip(trajectories, scores) if t.policy == teacher[0].policy and s.success}
+    assert 0 < len(every) < len(solved) == len(instances)
+
+    kwargs = dict(policy_name=flaky[0].policy, teacher_name=teacher[0].policy)
+    plain = rft_data(instances, trajectories, scores, policy_name=flaky[0].policy)
+    weighted = rft_data(instances, trajectories, scores, fixes_for="every_instance_weighted", **kwargs)
+    assert weighted.counts["teacher_fixes"] == len(solved) + len(every)
+    assert weighted.counts["teacher_fixes_of_failures"] == 2 * len(every)
+    assert len(weighted.rows) == len(plain.rows) + len(solved) + len(every)
+    # each every-rollout failure's solution enters twice, every other instance's once
+    seen: dict[str, int] = {}
+    for row in weighted.rows[len(plain.rows):]:
+        text = json.dumps(row["messages"])
+        seen[text] = seen.get(text, 0) + 1
+    assert sorted(seen.values()) == sorted([2] * len(every) + [1] * (len(solved) - len(every)))
+    # the uniform-all control weighs as many, drawn uniformly, twice: the same volume
+    drawn = rft_data(instances, trajectories, scores, fixes_for="every_instance_weighted",
+                     uniform_fixes_seed="0/r001/x", **kwargs)
+    assert drawn.counts["teacher_fixes"] == weighted.counts["teacher_fixes"] and len(drawn.rows) == len(weighted.rows)
+    assert drawn.counts["teacher_fixes_of_failures"] < weighted.counts["teacher_fixes_of_failures"]
+
+
 def test_the_base_size_settings_build_a_base_of_that_size_beside_the_default(tmp_path):
     from flywheel_assets.resources import TrainingResource
     from flywheel_training.tiny import config_digest
