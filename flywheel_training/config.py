@@ -70,7 +70,9 @@ class TrainingConfig(SettingsGroup):
     # solutions of "failures" are most of its solutions and a uniform draw of as many is much
     # the same data; those the policy failed on every rollout are the sharper aim. Measured over
     # four seeds (README, *Benchmarks*): it led sooner but not at r004 (+0.004 against
-    # uniform-all): fewer worked solutions cost more than their aim gained.
+    # uniform-all): fewer worked solutions cost more than their aim gained. Weighing instead of
+    # cutting (every_instance_weighted: every instance's solution, every-rollout failures' twice)
+    # lifted the uniform-all control more than the flywheel (-0.017 at r004, four seeds).
     teacher_fixes_for: str = setting("any_failure", env="FLYWHEEL_TEACHER_FIXES_FOR",
                                      choices=lambda: TEACHER_FIXES_FOR,
                                      help="which failed instances get the teacher's worked solutions in a round's RFT "
