@@ -281,9 +281,9 @@ def test_rft_data_adds_the_teachers_solutions_of_what_the_policy_failed(world):
     assert all(n <= len(failed) for n in of_failures) and min(of_failures) < len(failed)  # and counted
 
 
-def test_rft_data_can_keep_the_teachers_solutions_to_what_the_policy_failed_on_every_rollout(world):
-    from flywheel_training.rft import rft_data
-
+def two_flaky_rollouts_each(world):
+    """The world's instances played twice each by a policy that solves half, beside the teacher:
+    (instances, teacher, flaky, trajectories, scores, each instance's set of policy outcomes)."""
     instances, teacher = world
     flaky = run_rollouts(instances, FlakyTeacher(0.5), samples=2)
     trajectories = flaky + teacher
@@ -293,6 +293,13 @@ def test_rft_data_can_keep_the_teachers_solutions_to_what_the_policy_failed_on_e
     for t, s in zip(trajectories, scores):
         if t.policy == flaky[0].policy:
             outcomes.setdefault(t.instance_id, set()).add(s.success)
+    return instances, teacher, flaky, trajectories, scores, outcomes
+
+
+def test_rft_data_can_keep_the_teachers_solutions_to_what_the_policy_failed_on_every_rollout(world):
+    from flywheel_training.rft import rft_data
+
+    instances, teacher, flaky, trajectories, scores, outcomes = two_flaky_rollouts_each(world)
     every = {i for i, seen in outcomes.items() if seen == {False}}
     some = {i for i, seen in outcomes.items() if False in seen}
     assert 0 < len(every) < len(some)  # some instances were failed once and solved once
@@ -315,15 +322,7 @@ def test_rft_data_can_keep_the_teachers_solutions_to_what_the_policy_failed_on_e
 def test_rft_data_can_weigh_the_teachers_solutions_of_every_instance_towards_every_rollout_failures(world):
     from flywheel_training.rft import rft_data
 
-    instances, teacher = world
-    flaky = run_rollouts(instances, FlakyTeacher(0.5), samples=2)
-    trajectories = flaky + teacher
-    by_id = {i.instance_id: i for i in instances}
-    scores = [score(by_id[t.instance_id], t) for t in trajectories]
-    outcomes: dict[str, set[bool]] = {}
-    for t, s in zip(trajectories, scores):
-        if t.policy == flaky[0].policy:
-            outcomes.setdefault(t.instance_id, set()).add(s.success)
+    instances, teacher, flaky, trajectories, scores, outcomes = two_flaky_rollouts_each(world)
     every = {i for i, seen in outcomes.items() if seen == {False}}
     solved = {t.instance_id for t, s in zip(trajectories, scores) if t.policy == teacher[0].policy and s.success}
     assert 0 < len(every) < len(solved) == len(instances)
