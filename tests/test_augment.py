@@ -2,6 +2,7 @@
 
 import dataclasses
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -10,7 +11,7 @@ from flywheel_assets.world.pipeline import default_solvers
 from flywheel_assets.world.rollout import run_rollouts
 from flywheel_assets.world.rubric import score
 from flywheel_assets.world.synthesis import seed_instances
-from flywheel_assets.world.tasks import PathStep
+from flywheel_assets.world.tasks import PathStep, Score, Trajectory
 from flywheel_assets.world.teacher import FlakyTeacher
 
 
@@ -180,10 +181,44 @@ def test_a_hard_sample_share_keeps_the_lowest_or_nearest_failures_and_the_contro
         parents(hard_sample_share=0.5, hard_sample_pick="easiest")
 
 
-def test_nearest_per_type_keeps_each_failure_types_share_and_its_nearest_failures():
+def _stratified_pick_check(config, instances, trajectories, scores, policy_name: str, pick: str,
+                           stratum_of: Callable[[str, Trajectory, Score], str]) -> None:
+    """``pick`` keeps each stratum's share of the failed instances (``stratum_of`` an instance's
+    first failed rollout), the nearest failures within each, where ``nearest`` alone does not."""
     from collections import Counter
 
     from flywheel_assets.world import pipeline
+
+    stratum: dict[str, str] = {}
+    rewards: dict[str, list[float]] = {}
+    for trajectory, result in zip(trajectories, scores):
+        rewards.setdefault(result.instance_id, []).append(result.reward)
+        if not result.success:
+            stratum.setdefault(result.instance_id, stratum_of(result.instance_id, trajectory, result))
+    failures_of = Counter(stratum.values())
+    assert len(failures_of) >= 2
+    limit = len(instances) // 4
+    config = config.replace(hard_sample_share=limit / len(instances))
+
+    def parents(pick: str) -> set[str]:
+        report = pipeline.hard_samples(config.replace(hard_sample_pick=pick), "r000", instances, trajectories,
+                                       scores, policy_name)
+        return {r["parent_id"] for r in report.records}
+
+    stratified = parents(pick)
+    assert len(stratified) == limit and stratified <= set(stratum)
+    chosen_of = Counter(stratum[i] for i in stratified)
+    for kind, failed in failures_of.items():
+        assert abs(chosen_of[kind] - limit * failed / len(stratum)) < 1  # the stratum's share, rounded
+        mean = {i: sum(rewards[i]) / len(rewards[i]) for i in stratum if stratum[i] == kind}
+        kept = [mean[i] for i in mean if i in stratified]
+        left = [mean[i] for i in mean if i not in stratified]
+        assert not kept or not left or min(kept) >= max(left)  # the stratum's nearest
+    nearest = parents("nearest")
+    assert Counter(stratum[i] for i in nearest) != chosen_of  # nearest alone is skewed in this round
+
+
+def test_nearest_per_type_keeps_each_failure_types_share_and_its_nearest_failures():
     from flywheel_assets.world.baselines import RandomPolicy
     from flywheel_assets.world.metrics import failure_type
 
@@ -192,33 +227,22 @@ def test_nearest_per_type_keeps_each_failure_types_share_and_its_nearest_failure
     trajectories = run_rollouts(instances, policy, samples=2)
     by_id = {i.instance_id: i for i in instances}
     scores = [score(by_id[t.instance_id], t) for t in trajectories]
-    types: dict[str, str] = {}
-    rewards: dict[str, list[float]] = {}
-    for trajectory, result in zip(trajectories, scores):
-        rewards.setdefault(result.instance_id, []).append(result.reward)
-        if not result.success:
-            types.setdefault(result.instance_id, failure_type(result, trajectory) or "missed_subgoal")
-    failures_of = Counter(types.values())
-    assert len(failures_of) >= 2
-    limit = len(instances) // 4
-    share = config.replace(hard_sample_share=limit / len(instances))
+    _stratified_pick_check(config, instances, trajectories, scores, policy.name, "nearest_per_type",
+                           lambda _, trajectory, result: failure_type(result, trajectory) or "missed_subgoal")
 
-    def parents(pick: str) -> set[str]:
-        report = pipeline.hard_samples(share.replace(hard_sample_pick=pick), "r000", instances, trajectories,
-                                       scores, policy.name)
-        return {r["parent_id"] for r in report.records}
 
-    per_type = parents("nearest_per_type")
-    assert len(per_type) == limit and per_type <= set(types)
-    chosen_of = Counter(types[i] for i in per_type)
-    for kind, failed in failures_of.items():
-        assert abs(chosen_of[kind] - limit * failed / len(types)) < 1  # the type's share, rounded
-        mean = {i: sum(rewards[i]) / len(rewards[i]) for i in types if types[i] == kind}
-        kept = [mean[i] for i in mean if i in per_type]
-        left = [mean[i] for i in mean if i not in per_type]
-        assert not kept or not left or min(kept) >= max(left)  # the type's nearest
-    nearest = parents("nearest")
-    assert Counter(types[i] for i in nearest) != chosen_of  # nearest alone is skewed in this round
+def test_nearest_per_domain_keeps_each_domains_share_where_one_domains_failures_score_lower():
+    from flywheel_assets.world.baselines import RandomPolicy
+
+    config, instances, _, flaky_trajectories, _ = _flaky_round(samples=2, fail_share=0.6)
+    by_id = {i.instance_id: i for i in instances}
+    # banking played at random (its failures score low), retail by the flaky teacher (near misses)
+    random_trajectories = run_rollouts([i for i in instances if i.domain == "banking"], RandomPolicy(0), samples=2)
+    trajectories = [dataclasses.replace(t, policy="mixed") for t in
+                    [t for t in flaky_trajectories if by_id[t.instance_id].domain == "retail"] + random_trajectories]
+    scores = [score(by_id[t.instance_id], t) for t in trajectories]
+    _stratified_pick_check(config, instances, trajectories, scores, "mixed", "nearest_per_domain",
+                           lambda instance_id, _, __: by_id[instance_id].domain)
 
 
 def test_carrying_is_capped_one_variant_per_failure_before_a_second_of_any(failed):

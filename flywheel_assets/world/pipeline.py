@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from flywheel_assets.world.llm.world_writer import LLMWorldWriter
 
 HARD_SAMPLE_PARENTS = ("failures", "uniform", "uniform-all")
-HARD_SAMPLE_PICKS = ("worst", "nearest", "nearest_per_type")
+HARD_SAMPLE_PICKS = ("worst", "nearest", "nearest_per_type", "nearest_per_domain")
 
 
 class RoundConfig(SettingsGroup):
@@ -91,11 +91,15 @@ class RoundConfig(SettingsGroup):
     # their reward), so nearest alone skews the parents' failure mix away from the round's
     # (benchmarks/limits.py: 0.04-0.09 of the parents against 0.14-0.26 of the failures). Giving
     # each type its share did not widen the lead over four seeds (README, *Benchmarks*).
+    # nearest_per_domain: rewards are not on one scale across domains (telecom's failures score
+    # lowest), so nearest alone starves the domain the policy is worst at of parents and of
+    # carried-in instances; each domain gets its share of the failures, ranked within it.
     hard_sample_pick: str = setting("nearest", env="FLYWHEEL_HARD_SAMPLE_PICK", choices=lambda: HARD_SAMPLE_PICKS,
                                     help="which failures a hard_sample_share below 1 keeps: worst (lowest mean "
                                          "rollout reward first), nearest (highest first: the failures the policy "
-                                         "came closest to solving) or nearest_per_type (the nearest of each failure "
-                                         "type, as many of a type as its share of the failures)")
+                                         "came closest to solving), nearest_per_type (the nearest of each failure "
+                                         "type, as many of a type as its share of the failures) or "
+                                         "nearest_per_domain (the same, per domain)")
     # Off by default: the untrained base solves nothing, so its rollouts made every r000
     # instance a "failure" and the flywheel's first hard samples aimed at nothing in particular.
     first_round_policy_rollouts: bool = setting(
@@ -337,8 +341,9 @@ def hard_samples(config: RoundConfig, round_key: str, instances: Sequence[TaskIn
             failed[s.instance_id] = (by_id[s.instance_id], s)
     # At least one parent when the share is positive: floored, half of a one-instance round is none.
     limit = max(1, int(config.hard_sample_share * len(first_score))) if config.hard_sample_share > 0 else 0
-    parents = _chosen_failures(failed, rewards, limit, nearest=config.hard_sample_pick != "worst",
-                               types=failure_types if config.hard_sample_pick == "nearest_per_type" else None)
+    strata = {"nearest_per_type": failure_types,
+              "nearest_per_domain": {i: by_id[i].domain for i in failed}}.get(config.hard_sample_pick)
+    parents = _chosen_failures(failed, rewards, limit, nearest=config.hard_sample_pick != "worst", types=strata)
     if config.hard_sample_parents != "failures":
         drawn = seeded_draw(f"{config.seed}/{round_key}/uniform-parents", first_score, len(parents))
         parents = [(by_id[i], failed[i][1] if i in failed else first_score[i]) for i in drawn]
@@ -365,8 +370,8 @@ def _chosen_failures(failed: dict[str, tuple[TaskInstance, Score]], rewards: dic
                      ) -> list[tuple[TaskInstance, Score]]:
     """The failures, or when there are more than ``limit``, the ``limit`` with the lowest mean
     of their policy rollouts' ``rewards`` (``nearest``: the highest), ties by instance id, in
-    the order they failed. With ``types`` (instance id → failure type) the limit is shared out
-    over the types in proportion to their failures, and each type's share ranked alone."""
+    the order they failed. With ``types`` (instance id → its stratum: failure type or domain) the
+    limit is shared out over the strata in proportion to their failures, and each share ranked alone."""
     if len(failed) <= limit:
         return list(failed.values())
     sign = -1 if nearest else 1
