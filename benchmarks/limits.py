@@ -12,7 +12,9 @@ Three candidate limits, each measured per arm and seed, round by round:
   prohibited actions among a round's failed instances and among its failed parents (the
   failure mix ``hard_sample_pick`` keeps; ``limits.json`` has every type's counts), the share of
   each round's RFT rows that are hard-sample solutions, and the expected share of distinct
-  rows RFT draws at least once (steps × batch draws from rows × (1 + id copies)).
+  rows RFT draws at least once (steps × batch draws from rows × (1 + id copies)). The domain
+  mix of the failures against the parents' (``limits.json``), and the last round's held-out
+  difference per domain and phase, flywheel − each control, mean over the seeds both ran.
 - **reward signal**: GRPO's groups with a reward difference (the rest give no gradient).
 - **capacity and training per round**: a checkpoint played (``--trials`` trials at the
   held-out temperature) on up to ``--sample`` instances it was trained on, against its
@@ -80,6 +82,18 @@ def parents(store: Warehouse, round_key: str) -> set[str]:
         "SELECT DISTINCT parent_id FROM hard_samples WHERE round = ?", [round_key])}
 
 
+def instance_domains(store: Warehouse, round_key: str) -> dict[str, str]:
+    return {r["instance_id"]: r["domain"] for r in store.records(
+        "SELECT instance_id, domain FROM task_instances WHERE round = ?", [round_key])}
+
+
+def last_round_groups(store: Warehouse) -> tuple[str, dict[str, float]]:
+    """The last evaluated round and its held-out pass^1 per group (all, domain:…, phase:…)."""
+    rows = store.records("SELECT round, group_name, pass_1 FROM evaluations WHERE subject = 'checkpoint' "
+                         "AND round = (SELECT max(round) FROM evaluations WHERE subject = 'checkpoint')")
+    return (rows[0]["round"] if rows else ""), {r["group_name"]: r["pass_1"] for r in rows}
+
+
 def failure_types(store: Warehouse, round_key: str) -> dict[str, str]:
     """Each failed instance's failure type, as the round's hard-samples stage typed it."""
     rollouts = store.read_round("rollouts", round_key)
@@ -105,6 +119,7 @@ def data_and_signal(store: Warehouse, config: TrainingConfig) -> list[dict[str, 
         rft_steps = sum(s["steps"] for s in ck["plan"]["executed"] if s["stage"] == "rft")
         types = failure_types(store, round_key)
         failed_mix, parent_mix = dict(Counter(types.values())), dict(Counter(types[i] for i in drawn if i in types))
+        domain = instance_domains(store, round_key)
         rows = counts.get("rows", 0)
         pool = rows * (1 + config.id_augment)
         draws = min(pool, rft_steps * config.batch_size)
@@ -113,10 +128,21 @@ def data_and_signal(store: Warehouse, config: TrainingConfig) -> list[dict[str, 
             "parents": len(drawn), "parents_failed_share": len(drawn & failed) / len(drawn) if drawn else 0.0,
             "failed_types": failed_mix, "parent_types": parent_mix,
             "prohibited_share": {"failed": prohibited_share(failed_mix), "parents": prohibited_share(parent_mix)},
+            "failed_domains": dict(sorted(Counter(domain[i] for i in failed).items())),
+            "parent_domains": dict(sorted(Counter(domain[i] for i in drawn).items())),
             "rft_rows": rows, "hard_sample_share": counts.get("hard_sample_solutions", 0) / rows if rows else None,
             "rft_distinct_coverage": 1 - (1 - draws / pool) ** (1 + config.id_augment) if pool else None,
             **grpo_signal(counts)})
     return table
+
+
+def least_aimed_domain(row: dict[str, Any]) -> str:
+    """The domain with the fewest hard-sample parents per failed instance, and that ratio."""
+    ratios = {d: row["parent_domains"].get(d, 0) / n for d, n in row["failed_domains"].items() if n}
+    if not ratios:
+        return "-"
+    domain = min(ratios, key=lambda d: (ratios[d], d))
+    return f"{domain} {ratios[domain]:.2f}"
 
 
 def prohibited_share(mix: dict[str, int]) -> float:
@@ -155,6 +181,30 @@ def capacity(training: TrainingResource, store: Warehouse, round_key: str, train
             "heldout_pass_1": heldout["pass_1"], "heldout_pass_1_ci": [heldout["pass_1_low"], heldout["pass_1_high"]]}
 
 
+def group_differences(homes: list[Path]) -> dict[str, dict[str, Any]]:
+    """Per control: flywheel − control held-out pass^1 per group at the last round both
+    evaluated, averaged over the seeds both arms ran (a group where an arm fails, e.g. one
+    domain, shows what the overall difference hides)."""
+    fly = {h.name.removeprefix("flywheel"): h for h in homes if h.name.startswith("flywheel-")}
+    by_control: dict[str, list[dict[str, float]]] = {}
+    rounds: dict[str, str] = {}
+    for control in (h for h in homes if h.name.startswith("control")):
+        seed = control.name[control.name.rindex("-"):]
+        if seed not in fly:
+            continue
+        (fly_round, fly_groups), (ctl_round, ctl_groups) = (last_round_groups(warehouse(fly[seed])),
+                                                            last_round_groups(warehouse(control)))
+        if not fly_round or fly_round != ctl_round:
+            continue
+        name = control.name.removesuffix(seed)
+        rounds[name] = fly_round
+        by_control.setdefault(name, []).append({g: fly_groups[g] - ctl_groups[g] for g in fly_groups
+                                                if g in ctl_groups})
+    return {name: {"round": rounds[name], "seeds": len(diffs),
+                   "difference": {g: sum(d[g] for d in diffs) / len(diffs) for g in sorted(diffs[0])}}
+            for name, diffs in by_control.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=".flywheel/efficacy", help="benchmarks/efficacy.py's --out")
@@ -166,12 +216,13 @@ def main() -> None:
     homes = sorted(p for p in out.iterdir() if (p / ".flywheel" / "warehouse.duckdb").exists())
     if not homes:
         raise SystemExit(f"no run homes in {out}: run benchmarks/efficacy.py --out {args.out} first")
-    report: dict[str, Any] = {"data": {}, "capacity": {}, "overlap": {}}
+    report: dict[str, Any] = {"data": {}, "capacity": {}, "overlap": {}, "groups": {}}
     settings = {home: run_settings(home, out / "shared") for home in homes}
 
     print("data and reward signal per continuation round")
     print(f"{'run':>25} {'round':>5} {'failed/played':>13} {'parents failed':>14} {'prohibited failed/parents':>25} "
-          f"{'hard-sample rows':>16} {'RFT rows seen':>13} {'GRPO groups w/ signal':>21}")
+          f"{'hard-sample rows':>16} {'RFT rows seen':>13} {'GRPO groups w/ signal':>21} "
+          f"{'least-aimed domain: parents/failed':>34}")
     for home in homes:
         if home.name.startswith("coldstart"):
             continue
@@ -181,7 +232,8 @@ def main() -> None:
                   f"{r['parents_failed_share']:>14.2f} "
                   f"{r['prohibited_share']['failed']:>20.2f}/{r['prohibited_share']['parents']:.2f} "
                   f"{share(r['hard_sample_share']):>16} "
-                  f"{share(r['rft_distinct_coverage']):>13} {share(r['grpo_signal_share']):>21}")
+                  f"{share(r['rft_distinct_coverage']):>13} {share(r['grpo_signal_share']):>21} "
+                  f"{least_aimed_domain(r):>34}")
 
     print("\nparents shared by the two arms where they play the same rollouts (r001, same seed)")
     for fly in (h for h in homes if h.name.startswith("flywheel-")):
@@ -196,6 +248,12 @@ def main() -> None:
                 "control_failed": len(ctl_parents & failed)}
             print(f"  {fly.name}: flywheel {len(fly_parents)} parents (all failed), {control.name} "
                   f"{len(ctl_parents)} ({len(ctl_parents & failed)} failed); {shared} in both")
+
+    print("\nheld-out pass^1 at the last round per group, flywheel - control (mean over the seeds both ran)")
+    report["groups"] = group_differences(homes)
+    for control, row in report["groups"].items():
+        print(f"  {control} ({row['round']}, {row['seeds']} seeds): "
+              + ", ".join(f"{group} {diff:+.3f}" for group, diff in row["difference"].items()))
 
     if args.sample > 0:
         print(f"\ncapacity: pass^1 ({args.trials} trials, at each run's held-out temperature) on instances the "

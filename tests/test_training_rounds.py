@@ -2,6 +2,7 @@
 round (SFT cold start, then RFT + GRPO from the previous one) and its held-out evaluation.
 Shrunk by config so two rounds fit the default suite."""
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -187,9 +188,35 @@ def test_the_limits_benchmark_measures_the_rounds_failures_parents_and_training_
     assert {kind for _, kind in variant_types} == set(row["parent_types"])
     assert len(variant_types) == len({parent for parent, _ in variant_types})
     assert row["prohibited_share"]["parents"] == row["parent_types"].get("prohibited_action", 0) / len(parents)
+    domain = {r["instance_id"]: r["domain"] for r in store.read_round("task_instances", "r001")}
+    assert row["failed_domains"] == dict(Counter(domain[i] for i in failed))
+    assert row["parent_domains"] == dict(Counter(domain[i] for i in parents))
     pool = counts["rows"] * 6  # each row and its 5 renamed-id copies; 2 steps draw 2 conversations each
     assert row["rft_distinct_coverage"] == pytest.approx(1 - (1 - 4 / pool) ** 6)
     assert row["grpo_signal_share"] == pytest.approx(1 - counts["grpo_saturated_groups"] / counts["grpo_groups"])
+
+
+def test_the_limits_benchmark_pairs_each_seeds_arms_per_group_at_the_last_round(trained, tmp_path):
+    import shutil
+
+    limits = load_benchmark("limits")
+    _, store = trained
+    homes = []
+    for name, shift in (("flywheel-seed0", 0.0), ("control-uniform-all-seed0", 0.25),
+                        ("flywheel-seed1", 0.0), ("control-uniform-all-seed1", 0.5), ("flywheel-seed2", 0.0)):
+        home = tmp_path / name
+        (home / ".flywheel").mkdir(parents=True)
+        shutil.copy(store.path, home / ".flywheel" / "warehouse.duckdb")
+        copy = limits.warehouse(home)
+        with copy.connect() as con:  # the control solves one domain's tasks better than the flywheel
+            con.execute("UPDATE evaluations SET pass_1 = pass_1 + ? WHERE group_name = 'domain:retail'", [shift])
+        homes.append(home)
+    last, groups = limits.last_round_groups(limits.warehouse(homes[0]))
+    assert last == "r001" and "all" in groups and "domain:retail" in groups
+    [(control, row)] = limits.group_differences(homes).items()  # seed 2 has no control: left out
+    assert (control, row["round"], row["seeds"]) == ("control-uniform-all", "r001", 2)
+    assert row["difference"]["domain:retail"] == pytest.approx(-0.375)
+    assert row["difference"]["all"] == 0.0 and set(row["difference"]) == set(groups)
 
 
 def test_the_limits_benchmark_reports_no_grpo_signal_for_a_round_whose_grpo_formed_no_groups():

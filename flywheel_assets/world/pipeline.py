@@ -93,7 +93,8 @@ class RoundConfig(SettingsGroup):
     # each type its share did not widen the lead over four seeds (README, *Benchmarks*).
     # nearest_per_domain: rewards are not on one scale across domains (telecom's failures score
     # lowest), so nearest alone starves the domain the policy is worst at of parents and of
-    # carried-in instances; each domain gets its share of the failures, ranked within it.
+    # carried-in instances; each domain gets its share of the failures, ranked within it. Over
+    # four seeds that narrowed telecom's deficit and cost the other domains more (README).
     hard_sample_pick: str = setting("nearest", env="FLYWHEEL_HARD_SAMPLE_PICK", choices=lambda: HARD_SAMPLE_PICKS,
                                     help="which failures a hard_sample_share below 1 keeps: worst (lowest mean "
                                          "rollout reward first), nearest (highest first: the failures the policy "
