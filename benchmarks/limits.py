@@ -181,22 +181,28 @@ def capacity(training: TrainingResource, store: Warehouse, round_key: str, train
             "heldout_pass_1": heldout["pass_1"], "heldout_pass_1_ci": [heldout["pass_1_low"], heldout["pass_1_high"]]}
 
 
+def arm_pairs(homes: list[Path]) -> list[tuple[Path, Path, str]]:
+    """(flywheel home, control home, the control's name without its seed) for each seed and
+    each control that ran it beside the flywheel (homes are named by ``efficacy.home_name``)."""
+    pairs = []
+    for fly in (h for h in homes if h.name.startswith("flywheel-")):
+        seed = fly.name.removeprefix("flywheel")  # "-seed<n>": every control's homes of that seed
+        for control in (h for h in homes if h.name.startswith("control-") and h.name.endswith(seed)):
+            pairs.append((fly, control, control.name.removesuffix(seed)))
+    return pairs
+
+
 def group_differences(homes: list[Path]) -> dict[str, dict[str, Any]]:
     """Per control: flywheel − control held-out pass^1 per group at the last round both
     evaluated, averaged over the seeds both arms ran (a group where an arm fails, e.g. one
     domain, shows what the overall difference hides)."""
-    fly = {h.name.removeprefix("flywheel"): h for h in homes if h.name.startswith("flywheel-")}
     by_control: dict[str, list[dict[str, float]]] = {}
     rounds: dict[str, str] = {}
-    for control in (h for h in homes if h.name.startswith("control")):
-        seed = control.name[control.name.rindex("-"):]
-        if seed not in fly:
-            continue
-        (fly_round, fly_groups), (ctl_round, ctl_groups) = (last_round_groups(warehouse(fly[seed])),
+    for fly, control, name in arm_pairs(homes):
+        (fly_round, fly_groups), (ctl_round, ctl_groups) = (last_round_groups(warehouse(fly)),
                                                             last_round_groups(warehouse(control)))
         if not fly_round or fly_round != ctl_round:
             continue
-        name = control.name.removesuffix(seed)
         rounds[name] = fly_round
         by_control.setdefault(name, []).append({g: fly_groups[g] - ctl_groups[g] for g in fly_groups
                                                 if g in ctl_groups})
@@ -236,18 +242,15 @@ def main() -> None:
                   f"{least_aimed_domain(r):>34}")
 
     print("\nparents shared by the two arms where they play the same rollouts (r001, same seed)")
-    for fly in (h for h in homes if h.name.startswith("flywheel-")):
-        fly_parents = parents(warehouse(fly), "r001")
+    for fly, control, _ in arm_pairs(homes):
+        fly_parents, ctl_parents = parents(warehouse(fly), "r001"), parents(warehouse(control), "r001")
         _, failed = failed_instances(warehouse(fly), "r001")
-        seed = fly.name.removeprefix("flywheel")  # "-seed<n>": every control's homes of that seed
-        for control in (h for h in homes if h.name.startswith("control-") and h.name.endswith(seed)):
-            ctl_parents = parents(warehouse(control), "r001")
-            shared = len(fly_parents & ctl_parents)
-            report["overlap"][f"{fly.name}/{control.name}"] = {
-                "flywheel": len(fly_parents), "control": len(ctl_parents), "shared": shared,
-                "control_failed": len(ctl_parents & failed)}
-            print(f"  {fly.name}: flywheel {len(fly_parents)} parents (all failed), {control.name} "
-                  f"{len(ctl_parents)} ({len(ctl_parents & failed)} failed); {shared} in both")
+        shared = len(fly_parents & ctl_parents)
+        report["overlap"][f"{fly.name}/{control.name}"] = {
+            "flywheel": len(fly_parents), "control": len(ctl_parents), "shared": shared,
+            "control_failed": len(ctl_parents & failed)}
+        print(f"  {fly.name}: flywheel {len(fly_parents)} parents (all failed), {control.name} "
+              f"{len(ctl_parents)} ({len(ctl_parents & failed)} failed); {shared} in both")
 
     print("\nheld-out pass^1 at the last round per group, flywheel - control (mean over the seeds both ran)")
     report["groups"] = group_differences(homes)
