@@ -2,7 +2,9 @@
 
 Both arms run the same complete rounds on the embedded default (the same round seeds, the
 same held-out set, the same training steps per round: training runs by step count, so the
-machine's speed never decides how much a checkpoint trains). They differ only in the
+machine's speed never decides how much a checkpoint trains, unless a stage's wall-clock safety
+cap, ``FLYWHEEL_SFT_SECONDS`` and the like, cuts it: the table then ends with a warning naming
+each cut stage, also in efficacy.json as ``time_cap_cuts``). They differ only in the
 hard-samples stage: the flywheel augments the instances the policy failed; the control
 augments as many instances drawn uniformly from the round, failed or not
 (``hard_sample_parents=uniform``), so the next round gets the same number of new instances
@@ -180,6 +182,27 @@ def shorter_run(home: Path, key: dict[str, Any]) -> tuple[int, float] | None:
     return rounds, float(record.get("seconds", 0.0))
 
 
+def time_cap_cuts(homes: list[Path]) -> list[dict[str, Any]]:
+    """Every checkpoint in ``homes`` that a wall-clock safety cap cut short, once each (an arm's
+    home holds a copy of its cold start's r000): such a checkpoint, and every figure after it,
+    depends on the machine's speed, which the table must say."""
+    cuts: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for home in homes:
+        path = home / ".flywheel" / "warehouse.duckdb"
+        if not path.exists():
+            continue
+        for row in Warehouse(path).records("SELECT round, meta, plan FROM policy_checkpoints ORDER BY round"):
+            checkpoint = (row["meta"] or {}).get("sha256") or f"{home.name}/{row['round']}"
+            if checkpoint in seen:
+                continue
+            seen.add(checkpoint)
+            cuts += [{"home": home.name, "round": row["round"], "stage": stage["stage"], "steps": stage["steps"],
+                      "planned_steps": stage["planned_steps"], "setting": f"FLYWHEEL_{stage['stage'].upper()}_SECONDS"}
+                     for stage in (row["plan"] or {}).get("executed", []) if stage.get("cut_by_time_cap")]
+    return cuts
+
+
 def code_digest() -> str:
     """sha256 over both packages' files (sources, policies, SQL), by path and content."""
     digest = hashlib.sha256()
@@ -313,10 +336,19 @@ def main() -> None:
     total = time.perf_counter() - started
     print(f"wall time: {total:.0f}s in all with {args.workers} worker(s) (run time, cold start included: flywheel "
           f"{sum(seconds['flywheel']):.0f}s, control {sum(seconds['control']):.0f}s)")
+    homes = [out / cold_start_name(seed) for seed in seeds] + [
+        out / home_name(arm, parents, seed) for seed in seeds for arm, parents in arms.items()]
+    if cuts := time_cap_cuts(homes):
+        print(f"WARNING: the wall-clock safety cap cut {len(cuts)} training stage(s), so these figures depend on this "
+              "machine's speed (raise the setting named and run again):")
+        for cut in cuts:
+            print(f"  {cut['home']} {cut['round']}: {cut['stage']} stopped after {cut['steps']} of "
+                  f"{cut['planned_steps']} steps ({cut['setting']})")
     (out / "efficacy.json").write_text(json.dumps(
         {"table": table, "gains": {"from": first_key, "to": last_key, **gains}, "curves": curves,
          "seconds": seconds, "knobs": knobs, "training": training, "seeds": args.seeds, "control": args.control,
-         "workers": args.workers, "machine": machine(), "total_seconds": total}, indent=2, default=str))
+         "workers": args.workers, "machine": machine(), "total_seconds": total,
+         "time_cap_cuts": cuts}, indent=2, default=str))
     print(f"written: {out / 'efficacy.json'}")
 
 

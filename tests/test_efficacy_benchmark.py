@@ -122,6 +122,57 @@ def test_rounds_0_reports_the_cold_starts_alone_and_runs_no_arm(efficacy, small_
         efficacy.main()
 
 
+def checkpoints(home: Path, rows: list[tuple[str, str, list[dict]]]) -> None:
+    """``policy_checkpoints`` rows (round, sha256, the stages executed) in ``home``'s warehouse."""
+    import duckdb
+
+    from flywheel_assets.store import Warehouse
+
+    store = Warehouse(home / ".flywheel" / "warehouse.duckdb")
+    store.ensure_schema()
+    with duckdb.connect(str(store.path)) as con:
+        for round_key, sha256, executed in rows:
+            con.execute("INSERT INTO policy_checkpoints (round, meta, plan) VALUES (?, ?, ?)",
+                        [round_key, json.dumps({"sha256": sha256}), json.dumps({"executed": executed})])
+
+
+def stage(name: str, steps: int, planned: int) -> dict:
+    return {"stage": name, "steps": steps, "planned_steps": planned, "cut_by_time_cap": steps < planned}
+
+
+def test_each_checkpoint_a_time_cap_cut_is_named_once_with_the_setting_to_raise(efficacy, tmp_path):
+    cold_start = [("r000", "a", [stage("sft", 46, 48)])]  # every arm's home holds a copy of it
+    checkpoints(tmp_path / "coldstart-seed0", cold_start)
+    checkpoints(tmp_path / "flywheel-seed0", cold_start + [("r001", "b", [stage("grpo", 20, 20), stage("rft", 16, 16)])])
+    checkpoints(tmp_path / "control-seed0", cold_start + [("r001", "c", [stage("grpo", 20, 20), stage("rft", 9, 16)])])
+    homes = [tmp_path / name for name in ("coldstart-seed0", "flywheel-seed0", "control-seed0", "control-seed1")]
+    cuts = efficacy.time_cap_cuts(homes)  # control-seed1 never ran: no warehouse, nothing to say
+    assert [(c["home"], c["round"], c["stage"], c["steps"], c["planned_steps"], c["setting"]) for c in cuts] == [
+        ("coldstart-seed0", "r000", "sft", 46, 48, "FLYWHEEL_SFT_SECONDS"),
+        ("control-seed0", "r001", "rft", 9, 16, "FLYWHEEL_RFT_SECONDS")]
+    # an arm's home alone names the copied cut as its own
+    assert [(c["home"], c["round"]) for c in efficacy.time_cap_cuts(homes[1:2])] == [("flywheel-seed0", "r000")]
+    assert efficacy.time_cap_cuts([]) == []
+
+
+def test_the_table_warns_of_a_cold_start_the_time_cap_cut(efficacy, small_base, tmp_path, monkeypatch, capsys):
+    import sys
+
+    curve = {"r000": {"pass_1": 0.5, "trials": 2, "successes": {"t1": 1, "t2": 1}}}
+    for seed in (0, 1):
+        record(efficacy, tmp_path / efficacy.cold_start_name(seed),
+               efficacy.run_key(0, 1, main_overrides("failures", seed)), curve)
+    checkpoints(tmp_path / efficacy.cold_start_name(1), [("r000", "a", [stage("sft", 30, 48)])])
+    checkpoints(tmp_path / efficacy.cold_start_name(0), [("r000", "b", [stage("sft", 48, 48)])])
+    monkeypatch.setattr(sys, "argv", ["efficacy.py", "--rounds", "0", "--workers", "1", "--out", str(tmp_path)])
+    efficacy.main()
+    printed = capsys.readouterr().out
+    assert "WARNING: the wall-clock safety cap cut 1 training stage(s)" in printed
+    assert "coldstart-seed1 r000: sft stopped after 30 of 48 steps (FLYWHEEL_SFT_SECONDS)" in printed
+    written = json.loads((tmp_path / "efficacy.json").read_text())
+    assert [(c["home"], c["steps"]) for c in written["time_cap_cuts"]] == [("coldstart-seed1", 30)]
+
+
 def test_each_control_runs_in_its_own_homes_beside_the_flywheels(efficacy, small_base, tmp_path, monkeypatch):
     import sys
 
