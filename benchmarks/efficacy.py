@@ -113,7 +113,7 @@ def run_arm(home: Path, first: int, rounds: int, overrides: dict[str, dict[str, 
     if len(outcomes) != rounds - resume or not all(o.success for o in outcomes):
         failed = next((o for o in outcomes if not o.success), None)
         raise RuntimeError(f"{label} failed: {failed.error if failed else 'no round ran'}")
-    rows = Warehouse(home / ".flywheel" / "warehouse.duckdb").records(
+    rows = Warehouse(warehouse_path(home)).records(
         "SELECT round, trials, pass_1, row FROM evaluations WHERE group_name = 'all' AND subject = 'checkpoint' "
         "ORDER BY round")
     curve = {r["round"]: {"pass_1": r["pass_1"], "trials": r["trials"], "successes": r["row"]["successes"]}
@@ -182,14 +182,20 @@ def shorter_run(home: Path, key: dict[str, Any]) -> tuple[int, float] | None:
     return rounds, float(record.get("seconds", 0.0))
 
 
+def warehouse_path(home: Path) -> Path:
+    """The warehouse a run in ``home`` writes (``flywheel run``'s default under FLYWHEEL_HOME)."""
+    return home / ".flywheel" / "warehouse.duckdb"
+
+
 def time_cap_cuts(homes: list[Path]) -> list[dict[str, Any]]:
     """Every checkpoint in ``homes`` that a wall-clock safety cap cut short, once each (an arm's
     home holds a copy of its cold start's r000): such a checkpoint, and every figure after it,
     depends on the machine's speed, which the table must say."""
+    cap_settings = {s.name: s.env for s in TrainingConfig.specs()}  # stage "sft" -> sft_seconds' variable
     cuts: list[dict[str, Any]] = []
     seen: set[str] = set()
     for home in homes:
-        path = home / ".flywheel" / "warehouse.duckdb"
+        path = warehouse_path(home)
         if not path.exists():
             continue
         for row in Warehouse(path).records("SELECT round, meta, plan FROM policy_checkpoints ORDER BY round"):
@@ -198,7 +204,7 @@ def time_cap_cuts(homes: list[Path]) -> list[dict[str, Any]]:
                 continue
             seen.add(checkpoint)
             cuts += [{"home": home.name, "round": row["round"], "stage": stage["stage"], "steps": stage["steps"],
-                      "planned_steps": stage["planned_steps"], "setting": f"FLYWHEEL_{stage['stage'].upper()}_SECONDS"}
+                      "planned_steps": stage["planned_steps"], "setting": cap_settings[f"{stage['stage']}_seconds"]}
                      for stage in (row["plan"] or {}).get("executed", []) if stage.get("cut_by_time_cap")]
     return cuts
 

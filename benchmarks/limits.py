@@ -50,11 +50,11 @@ from flywheel_assets.world.tasks import TaskInstance  # noqa: E402
 from flywheel_training.config import TrainingConfig  # noqa: E402
 from flywheel_training.evals.heldout import evaluate  # noqa: E402
 
-from efficacy import FINISHED, recorded_run  # noqa: E402
+from efficacy import FINISHED, recorded_run, warehouse_path  # noqa: E402
 
 
 def warehouse(home: Path) -> Warehouse:
-    return Warehouse(home / ".flywheel" / "warehouse.duckdb")
+    return Warehouse(warehouse_path(home))
 
 
 def run_settings(home: Path, checkpoint_dir: Path) -> tuple[TrainingConfig, int]:
@@ -219,7 +219,7 @@ def main() -> None:
                         help="trained-on instances per checkpoint (0: skip the capacity measurement)")
     args = parser.parse_args()
     out = Path(args.out).resolve()
-    homes = sorted(p for p in out.iterdir() if (p / ".flywheel" / "warehouse.duckdb").exists())
+    homes = sorted(p for p in out.iterdir() if warehouse_path(p).exists())
     if not homes:
         raise SystemExit(f"no run homes in {out}: run benchmarks/efficacy.py --out {args.out} first")
     report: dict[str, Any] = {"data": {}, "capacity": {}, "overlap": {}, "groups": {}}
