@@ -74,6 +74,7 @@ import flywheel_assets
 import flywheel_training
 from flywheel_assets.resources import TrainingResource
 from flywheel_assets.runner import run_rounds
+from flywheel_assets.settings import default_warehouse_path
 from flywheel_assets.store import Warehouse
 from flywheel_assets.world.pipeline import HARD_SAMPLE_PARENTS
 from flywheel_training.config import TrainingConfig
@@ -113,7 +114,7 @@ def run_arm(home: Path, first: int, rounds: int, overrides: dict[str, dict[str, 
     if len(outcomes) != rounds - resume or not all(o.success for o in outcomes):
         failed = next((o for o in outcomes if not o.success), None)
         raise RuntimeError(f"{label} failed: {failed.error if failed else 'no round ran'}")
-    rows = Warehouse(warehouse_path(home)).records(
+    rows = Warehouse(default_warehouse_path(home)).records(
         "SELECT round, trials, pass_1, row FROM evaluations WHERE group_name = 'all' AND subject = 'checkpoint' "
         "ORDER BY round")
     curve = {r["round"]: {"pass_1": r["pass_1"], "trials": r["trials"], "successes": r["row"]["successes"]}
@@ -182,11 +183,6 @@ def shorter_run(home: Path, key: dict[str, Any]) -> tuple[int, float] | None:
     return rounds, float(record.get("seconds", 0.0))
 
 
-def warehouse_path(home: Path) -> Path:
-    """The warehouse a run in ``home`` writes (``flywheel run``'s default under FLYWHEEL_HOME)."""
-    return home / ".flywheel" / "warehouse.duckdb"
-
-
 def time_cap_cuts(homes: list[Path]) -> list[dict[str, Any]]:
     """Every checkpoint in ``homes`` that a wall-clock safety cap cut short, once each (an arm's
     home holds a copy of its cold start's r000): such a checkpoint, and every figure after it,
@@ -195,7 +191,7 @@ def time_cap_cuts(homes: list[Path]) -> list[dict[str, Any]]:
     cuts: list[dict[str, Any]] = []
     seen: set[str] = set()
     for home in homes:
-        path = warehouse_path(home)
+        path = default_warehouse_path(home)
         if not path.exists():
             continue
         for row in Warehouse(path).records("SELECT round, meta, plan FROM policy_checkpoints ORDER BY round"):

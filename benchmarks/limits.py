@@ -43,6 +43,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # efficacy.py beside it, however this is loaded
 
 from flywheel_assets.resources import TrainingResource  # noqa: E402
+from flywheel_assets.settings import default_warehouse_path  # noqa: E402
 from flywheel_assets.store import Warehouse  # noqa: E402
 from flywheel_assets.store.rows import instances_from_rows, scores_from_rows, trajectories_from_rows  # noqa: E402
 from flywheel_assets.world.pipeline import RoundConfig, instance_failure_types  # noqa: E402
@@ -50,11 +51,11 @@ from flywheel_assets.world.tasks import TaskInstance  # noqa: E402
 from flywheel_training.config import TrainingConfig  # noqa: E402
 from flywheel_training.evals.heldout import evaluate  # noqa: E402
 
-from efficacy import FINISHED, recorded_run, warehouse_path  # noqa: E402
+from efficacy import FINISHED, recorded_run  # noqa: E402
 
 
 def warehouse(home: Path) -> Warehouse:
-    return Warehouse(warehouse_path(home))
+    return Warehouse(default_warehouse_path(home))
 
 
 def run_settings(home: Path, checkpoint_dir: Path) -> tuple[TrainingConfig, int]:
@@ -219,7 +220,7 @@ def main() -> None:
                         help="trained-on instances per checkpoint (0: skip the capacity measurement)")
     args = parser.parse_args()
     out = Path(args.out).resolve()
-    homes = sorted(p for p in out.iterdir() if warehouse_path(p).exists())
+    homes = sorted(p for p in out.iterdir() if default_warehouse_path(p).exists())
     if not homes:
         raise SystemExit(f"no run homes in {out}: run benchmarks/efficacy.py --out {args.out} first")
     report: dict[str, Any] = {"data": {}, "capacity": {}, "overlap": {}, "groups": {}}
