@@ -119,7 +119,9 @@ def data_and_signal(store: Warehouse, config: TrainingConfig) -> list[dict[str, 
         drawn = parents(store, round_key)
         rft_steps = sum(s["steps"] for s in ck["plan"]["executed"] if s["stage"] == "rft")
         types = failure_types(store, round_key)
-        failed_mix, parent_mix = dict(Counter(types.values())), dict(Counter(types[i] for i in drawn if i in types))
+        # sorted like the domain counts below, so limits.json is the same bytes on every run
+        failed_mix = dict(sorted(Counter(types.values()).items()))
+        parent_mix = dict(sorted(Counter(types[i] for i in drawn if i in types).items()))
         domain = instance_domains(store, round_key)
         rows = counts.get("rows", 0)
         pool = rows * (1 + config.id_augment)

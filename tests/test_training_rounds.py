@@ -186,6 +186,8 @@ def test_the_limits_benchmark_measures_the_rounds_failures_parents_and_training_
     variant_types = {(r["parent_id"], r["instance"]["meta"]["failure_type"])
                      for r in store.read_round("hard_samples", "r001") if r["instance"]}
     assert {kind for _, kind in variant_types} == set(row["parent_types"])
+    assert list(row["parent_types"]) == sorted(row["parent_types"])  # limits.json's bytes follow no set order
+    assert list(row["failed_types"]) == sorted(row["failed_types"])
     assert len(variant_types) == len({parent for parent, _ in variant_types})
     assert row["prohibited_share"]["parents"] == row["parent_types"].get("prohibited_action", 0) / len(parents)
     domain = {r["instance_id"]: r["domain"] for r in store.read_round("task_instances", "r001")}
