@@ -36,6 +36,7 @@ import os
 import random
 import sys
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,12 @@ def share(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def tally(values: Iterable[str]) -> dict[str, int]:
+    """How often each value occurs, by value: sorted, so limits.json holds the same bytes on every
+    run (the values often come from a set of instance ids, whose order is not)."""
+    return dict(sorted(Counter(values).items()))
+
+
 def data_and_signal(store: Warehouse, config: TrainingConfig) -> list[dict[str, Any]]:
     """Per continuation round: failures, the hard-sample parents' failure share, the RFT mix
     and coverage, and GRPO's groups with signal."""
@@ -119,9 +126,7 @@ def data_and_signal(store: Warehouse, config: TrainingConfig) -> list[dict[str, 
         drawn = parents(store, round_key)
         rft_steps = sum(s["steps"] for s in ck["plan"]["executed"] if s["stage"] == "rft")
         types = failure_types(store, round_key)
-        # sorted like the domain counts below, so limits.json is the same bytes on every run
-        failed_mix = dict(sorted(Counter(types.values()).items()))
-        parent_mix = dict(sorted(Counter(types[i] for i in drawn if i in types).items()))
+        failed_mix, parent_mix = tally(types.values()), tally(types[i] for i in drawn if i in types)
         domain = instance_domains(store, round_key)
         rows = counts.get("rows", 0)
         pool = rows * (1 + config.id_augment)
@@ -131,8 +136,8 @@ def data_and_signal(store: Warehouse, config: TrainingConfig) -> list[dict[str, 
             "parents": len(drawn), "parents_failed_share": len(drawn & failed) / len(drawn) if drawn else 0.0,
             "failed_types": failed_mix, "parent_types": parent_mix,
             "prohibited_share": {"failed": prohibited_share(failed_mix), "parents": prohibited_share(parent_mix)},
-            "failed_domains": dict(sorted(Counter(domain[i] for i in failed).items())),
-            "parent_domains": dict(sorted(Counter(domain[i] for i in drawn).items())),
+            "failed_domains": tally(domain[i] for i in failed),
+            "parent_domains": tally(domain[i] for i in drawn),
             "rft_rows": rows, "hard_sample_share": counts.get("hard_sample_solutions", 0) / rows if rows else None,
             "rft_distinct_coverage": 1 - (1 - draws / pool) ** (1 + config.id_augment) if pool else None,
             **grpo_signal(counts)})
