@@ -245,6 +245,45 @@ def test_nearest_per_domain_keeps_each_domains_share_where_one_domains_failures_
                            lambda instance_id, _, __: by_id[instance_id].domain)
 
 
+def test_nearest_domain_scaled_ranks_failures_by_their_domains_scale_without_quotas():
+    import statistics
+
+    from flywheel_assets.world import pipeline
+    from flywheel_assets.world.baselines import RandomPolicy
+
+    config, instances, _, flaky_trajectories, _ = _flaky_round(samples=2, fail_share=0.6)
+    by_id = {i.instance_id: i for i in instances}
+    # banking played at random (its failures score low), retail by the flaky teacher (near misses)
+    random_trajectories = run_rollouts([i for i in instances if i.domain == "banking"], RandomPolicy(0), samples=2)
+    trajectories = [dataclasses.replace(t, policy="mixed") for t in
+                    [t for t in flaky_trajectories if by_id[t.instance_id].domain == "retail"] + random_trajectories]
+    scores = [score(by_id[t.instance_id], t) for t in trajectories]
+    rewards: dict[str, list[float]] = {}
+    failed: set[str] = set()
+    for result in scores:
+        rewards.setdefault(result.instance_id, []).append(result.reward)
+        if not result.success:
+            failed.add(result.instance_id)
+    mean = {i: statistics.fmean(r) for i, r in rewards.items()}
+    domain_means = {d: [mean[i] for i in mean if by_id[i].domain == d] for d in ("banking", "retail")}
+    standard = {i: (mean[i] - statistics.fmean(domain_means[by_id[i].domain]))
+                / (statistics.pstdev(domain_means[by_id[i].domain]) or 1.0) for i in mean}
+    assert standard == pytest.approx(pipeline.domain_standard_scores(mean, {i: by_id[i].domain for i in mean}))
+    limit = len(failed) // 2
+    config = config.replace(hard_sample_share=limit / len(rewards))
+
+    def parents(pick: str) -> set[str]:
+        report = pipeline.hard_samples(config.replace(hard_sample_pick=pick), "r000", instances, trajectories,
+                                       scores, "mixed")
+        return {r["parent_id"] for r in report.records}
+
+    scaled, nearest = parents("nearest_domain_scaled"), parents("nearest")
+    assert scaled == set(sorted(failed, key=lambda i: (-standard[i], i))[:limit])
+    banking = {i for i in failed if by_id[i].domain == "banking"}
+    # on one scale banking's failures are passed over; on their own domain's scale its nearest compete
+    assert len(scaled & banking) > len(nearest & banking)
+
+
 def test_carrying_is_capped_one_variant_per_failure_before_a_second_of_any(failed):
     from flywheel_assets.world import pipeline
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from flywheel_assets.world.llm.world_writer import LLMWorldWriter
 
 HARD_SAMPLE_PARENTS = ("failures", "uniform", "uniform-all")
-HARD_SAMPLE_PICKS = ("worst", "nearest", "nearest_per_type", "nearest_per_domain")
+HARD_SAMPLE_PICKS = ("worst", "nearest", "nearest_per_type", "nearest_per_domain", "nearest_domain_scaled")
 
 
 class RoundConfig(SettingsGroup):
@@ -95,12 +95,16 @@ class RoundConfig(SettingsGroup):
     # lowest), so nearest alone starves the domain the policy is worst at of parents and of
     # carried-in instances; each domain gets its share of the failures, ranked within it. Over
     # four seeds that narrowed telecom's deficit and cost the other domains more (README).
+    # nearest_domain_scaled: no quotas; a failure's mean reward is read against its domain's
+    # played instances (standard score), so a domain's nearest failures rank by how near they
+    # are for that domain rather than on one scale for all.
     hard_sample_pick: str = setting("nearest", env="FLYWHEEL_HARD_SAMPLE_PICK", choices=lambda: HARD_SAMPLE_PICKS,
                                     help="which failures a hard_sample_share below 1 keeps: worst (lowest mean "
                                          "rollout reward first), nearest (highest first: the failures the policy "
                                          "came closest to solving), nearest_per_type (the nearest of each failure "
                                          "type, as many of a type as its share of the failures) or "
-                                         "nearest_per_domain (the same, per domain)")
+                                         "nearest_per_domain (the same, per domain) or nearest_domain_scaled (nearest "
+                                         "by the standard score of the mean reward within the failure's domain)")
     # Off by default: the untrained base solves nothing, so its rollouts made every r000
     # instance a "failure" and the flywheel's first hard samples aimed at nothing in particular.
     first_round_policy_rollouts: bool = setting(
@@ -344,7 +348,10 @@ def hard_samples(config: RoundConfig, round_key: str, instances: Sequence[TaskIn
     limit = max(1, int(config.hard_sample_share * len(first_score))) if config.hard_sample_share > 0 else 0
     strata = {"nearest_per_type": failure_types,
               "nearest_per_domain": {i: by_id[i].domain for i in failed}}.get(config.hard_sample_pick)
-    parents = _chosen_failures(failed, rewards, limit, nearest=config.hard_sample_pick != "worst", types=strata)
+    closeness = {i: sum(r) / len(r) for i, r in rewards.items()}
+    if config.hard_sample_pick == "nearest_domain_scaled":
+        closeness = domain_standard_scores(closeness, {i: by_id[i].domain for i in closeness})
+    parents = _chosen_failures(failed, closeness, limit, nearest=config.hard_sample_pick != "worst", types=strata)
     if config.hard_sample_parents != "failures":
         drawn = seeded_draw(f"{config.seed}/{round_key}/uniform-parents", first_score, len(parents))
         parents = [(by_id[i], failed[i][1] if i in failed else first_score[i]) for i in drawn]
@@ -366,11 +373,26 @@ def instance_failure_types(trajectories: Sequence[Trajectory], scores: Sequence[
     return types
 
 
-def _chosen_failures(failed: dict[str, tuple[TaskInstance, Score]], rewards: dict[str, list[float]],
+def domain_standard_scores(values: Mapping[str, float], domain_of: Mapping[str, str]) -> dict[str, float]:
+    """Each value as a standard score within its domain: (value − the domain's mean) / the
+    domain's population standard deviation (a domain whose values are all equal scores 0)."""
+    by_domain: dict[str, list[float]] = {}
+    for i, value in values.items():
+        by_domain.setdefault(domain_of[i], []).append(value)
+    stats = {}
+    for domain, domain_values in by_domain.items():
+        mean = sum(domain_values) / len(domain_values)
+        spread = (sum((v - mean) ** 2 for v in domain_values) / len(domain_values)) ** 0.5
+        stats[domain] = (mean, spread or 1.0)
+    return {i: (value - stats[domain_of[i]][0]) / stats[domain_of[i]][1] for i, value in values.items()}
+
+
+def _chosen_failures(failed: dict[str, tuple[TaskInstance, Score]], closeness: Mapping[str, float],
                      limit: int, *, nearest: bool = False, types: Mapping[str, str] | None = None
                      ) -> list[tuple[TaskInstance, Score]]:
-    """The failures, or when there are more than ``limit``, the ``limit`` with the lowest mean
-    of their policy rollouts' ``rewards`` (``nearest``: the highest), ties by instance id, in
+    """The failures, or when there are more than ``limit``, the ``limit`` with the lowest
+    ``closeness`` (their policy rollouts' mean reward, or its domain standard score; ``nearest``:
+    the highest), ties by instance id, in
     the order they failed. With ``types`` (instance id → its stratum: failure type or domain) the
     limit is shared out over the strata in proportion to their failures, and each share ranked alone."""
     if len(failed) <= limit:
@@ -381,5 +403,5 @@ def _chosen_failures(failed: dict[str, tuple[TaskInstance, Score]], rewards: dic
         groups.setdefault(types[i] if types is not None else "", []).append(i)
     sizes = {kind: len(ids) for kind, ids in groups.items()}
     chosen = {i for kind, quota in _shares(limit, sizes, sizes).items()
-              for i in sorted(groups[kind], key=lambda i: (sign * sum(rewards[i]) / len(rewards[i]), i))[:quota]}
+              for i in sorted(groups[kind], key=lambda i: (sign * closeness[i], i))[:quota]}
     return [parent for i, parent in failed.items() if i in chosen]
