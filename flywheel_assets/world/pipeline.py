@@ -102,7 +102,7 @@ class RoundConfig(SettingsGroup):
                                     help="which failures a hard_sample_share below 1 keeps: worst (lowest mean "
                                          "rollout reward first), nearest (highest first: the failures the policy "
                                          "came closest to solving), nearest_per_type (the nearest of each failure "
-                                         "type, as many of a type as its share of the failures) or "
+                                         "type, as many of a type as its share of the failures), "
                                          "nearest_per_domain (the same, per domain) or nearest_domain_scaled (nearest "
                                          "by the standard score of the mean reward within the failure's domain)")
     # Off by default: the untrained base solves nothing, so its rollouts made every r000
@@ -392,9 +392,9 @@ def _chosen_failures(failed: dict[str, tuple[TaskInstance, Score]], closeness: M
                      ) -> list[tuple[TaskInstance, Score]]:
     """The failures, or when there are more than ``limit``, the ``limit`` with the lowest
     ``closeness`` (their policy rollouts' mean reward, or its domain standard score; ``nearest``:
-    the highest), ties by instance id, in
-    the order they failed. With ``types`` (instance id → its stratum: failure type or domain) the
-    limit is shared out over the strata in proportion to their failures, and each share ranked alone."""
+    the highest), ties by instance id, in the order they failed. With ``types`` (instance id →
+    its stratum: failure type or domain) the limit is shared out over the strata in proportion
+    to their failures, and each share ranked alone."""
     if len(failed) <= limit:
         return list(failed.values())
     sign = -1 if nearest else 1
