@@ -231,16 +231,22 @@ def test_nearest_per_type_keeps_each_failure_types_share_and_its_nearest_failure
                            lambda _, trajectory, result: failure_type(result, trajectory) or "missed_subgoal")
 
 
-def test_nearest_per_domain_keeps_each_domains_share_where_one_domains_failures_score_lower():
+def _round_where_banking_scores_lower():
+    """A round played by policy "mixed": banking at random (its failures score low), retail by
+    the flaky teacher (near misses). Returns the config, instances, id → instance, trajectories
+    and scores."""
     from flywheel_assets.world.baselines import RandomPolicy
 
     config, instances, _, flaky_trajectories, _ = _flaky_round(samples=2, fail_share=0.6)
     by_id = {i.instance_id: i for i in instances}
-    # banking played at random (its failures score low), retail by the flaky teacher (near misses)
     random_trajectories = run_rollouts([i for i in instances if i.domain == "banking"], RandomPolicy(0), samples=2)
     trajectories = [dataclasses.replace(t, policy="mixed") for t in
                     [t for t in flaky_trajectories if by_id[t.instance_id].domain == "retail"] + random_trajectories]
-    scores = [score(by_id[t.instance_id], t) for t in trajectories]
+    return config, instances, by_id, trajectories, [score(by_id[t.instance_id], t) for t in trajectories]
+
+
+def test_nearest_per_domain_keeps_each_domains_share_where_one_domains_failures_score_lower():
+    config, instances, by_id, trajectories, scores = _round_where_banking_scores_lower()
     _stratified_pick_check(config, instances, trajectories, scores, "mixed", "nearest_per_domain",
                            lambda instance_id, _, __: by_id[instance_id].domain)
 
@@ -249,15 +255,8 @@ def test_nearest_domain_scaled_ranks_failures_by_their_domains_scale_without_quo
     import statistics
 
     from flywheel_assets.world import pipeline
-    from flywheel_assets.world.baselines import RandomPolicy
 
-    config, instances, _, flaky_trajectories, _ = _flaky_round(samples=2, fail_share=0.6)
-    by_id = {i.instance_id: i for i in instances}
-    # banking played at random (its failures score low), retail by the flaky teacher (near misses)
-    random_trajectories = run_rollouts([i for i in instances if i.domain == "banking"], RandomPolicy(0), samples=2)
-    trajectories = [dataclasses.replace(t, policy="mixed") for t in
-                    [t for t in flaky_trajectories if by_id[t.instance_id].domain == "retail"] + random_trajectories]
-    scores = [score(by_id[t.instance_id], t) for t in trajectories]
+    config, instances, by_id, trajectories, scores = _round_where_banking_scores_lower()
     rewards: dict[str, list[float]] = {}
     failed: set[str] = set()
     for result in scores:

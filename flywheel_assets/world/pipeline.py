@@ -8,6 +8,7 @@ which the caller reads from the warehouse and passes in.
 from __future__ import annotations
 
 import random
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -346,11 +347,11 @@ def hard_samples(config: RoundConfig, round_key: str, instances: Sequence[TaskIn
             failed[s.instance_id] = (by_id[s.instance_id], s)
     # At least one parent when the share is positive: floored, half of a one-instance round is none.
     limit = max(1, int(config.hard_sample_share * len(first_score))) if config.hard_sample_share > 0 else 0
-    strata = {"nearest_per_type": failure_types,
-              "nearest_per_domain": {i: by_id[i].domain for i in failed}}.get(config.hard_sample_pick)
+    domain_of = {i: by_id[i].domain for i in first_score}
+    strata = {"nearest_per_type": failure_types, "nearest_per_domain": domain_of}.get(config.hard_sample_pick)
     closeness = {i: sum(r) / len(r) for i, r in rewards.items()}
     if config.hard_sample_pick == "nearest_domain_scaled":
-        closeness = domain_standard_scores(closeness, {i: by_id[i].domain for i in closeness})
+        closeness = domain_standard_scores(closeness, domain_of)
     parents = _chosen_failures(failed, closeness, limit, nearest=config.hard_sample_pick != "worst", types=strata)
     if config.hard_sample_parents != "failures":
         drawn = seeded_draw(f"{config.seed}/{round_key}/uniform-parents", first_score, len(parents))
@@ -379,11 +380,7 @@ def domain_standard_scores(values: Mapping[str, float], domain_of: Mapping[str, 
     by_domain: dict[str, list[float]] = {}
     for i, value in values.items():
         by_domain.setdefault(domain_of[i], []).append(value)
-    stats = {}
-    for domain, domain_values in by_domain.items():
-        mean = sum(domain_values) / len(domain_values)
-        spread = (sum((v - mean) ** 2 for v in domain_values) / len(domain_values)) ** 0.5
-        stats[domain] = (mean, spread or 1.0)
+    stats = {domain: (statistics.fmean(vs), statistics.pstdev(vs) or 1.0) for domain, vs in by_domain.items()}
     return {i: (value - stats[domain_of[i]][0]) / stats[domain_of[i]][1] for i, value in values.items()}
 
 
