@@ -41,6 +41,8 @@ and threads), and a home whose record matches the job is read instead of run. So
 on the same ``--out`` (``--seeds 4`` after ``--seeds 2``) run only the new seeds, and the
 table covers all of them; more rounds (``--rounds 6`` after ``--rounds 4``) continue each
 finished run from its last round; a change to anything that decides results runs everything
+again. Ctrl-C or SIGTERM (to the benchmark's process alone is enough) stops it and the runs it
+started; a run stopped midway holds no record, so the next benchmark on that ``--out`` runs it
 again.
 
 Every other setting comes from the FLYWHEEL_* environment, as in ``flywheel run``: the same
@@ -63,6 +65,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -234,8 +237,35 @@ def run_all(jobs: list[tuple], workers: int) -> list[tuple[dict[str, dict[str, A
     os.environ["EFFICACY_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, workers)))
     if workers <= 1:
         return [run_arm(*job) for job in jobs]
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
         return list(pool.map(run_arm, *zip(*jobs)))
+    except (KeyboardInterrupt, SystemExit):
+        # A worker whose benchmark is gone never exits by itself: each spawned worker holds both
+        # ends of the job queue, so it waits on it forever once its run ends (and a run Dagster
+        # was told to stop only stops between steps). An interrupted benchmark ends its runs now;
+        # their homes hold no FINISHED record, so the next benchmark runs them again.
+        for worker in multiprocessing.active_children():
+            worker.kill()
+        raise
+    finally:
+        # after a failed run: the runs not started are dropped, the running ones finish and
+        # keep their records for the next benchmark
+        pool.shutdown(cancel_futures=True)
+
+
+def stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM (``kill``, a job scheduler) stop the benchmark with an exception in
+    the main thread, so ``run_all`` ends the runs it started instead of leaving them orphaned."""
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    # Importing polars puts its own C-level SIGINT handler in front of Python's, and here it
+    # swallows Ctrl-C while the main thread waits on the pool; installing Python's handler
+    # again gives Ctrl-C back (and keeps SIGINT ignored where the benchmark was started so).
+    signal.signal(signal.SIGINT, signal.getsignal(signal.SIGINT))
 
 
 def per_task_rates(curves: list[dict[str, dict[str, Any]]], round_key: str, tasks: list[str]) -> np.ndarray:
@@ -272,6 +302,7 @@ def main() -> None:
     parser.add_argument("--no-cold-start", action="store_true",
                         help="let the untrained base play r000 too (the old first round; r000 then runs per arm)")
     args = parser.parse_args()
+    stop_on_signals()
     if args.rounds < 0 or (args.rounds == 0 and args.no_cold_start):
         parser.error("--rounds counts the rounds after the cold start: 0 (the cold starts alone) or more")
     out = Path(args.out).resolve()

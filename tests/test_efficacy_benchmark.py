@@ -17,6 +17,8 @@ def efficacy():
 
 OVERRIDES = {"round_config": {"hard_sample_parents": "failures", "seed": 0}, "training": {"eval_trials": 2}}
 CURVE = {"r001": {"pass_1": 0.5, "trials": 2, "successes": {"t1": 1, "t2": 1}}}
+SMALL_BASE = {"FLYWHEEL_BASE_HIDDEN_SIZE": "16", "FLYWHEEL_BASE_LAYERS": "1", "FLYWHEEL_BASE_INDUCTION_STEPS": "0",
+              "FLYWHEEL_BASE_RECALL_STEPS": "0"}  # a base built in seconds
 
 
 def record(efficacy, home: Path, key: dict, curve: dict = CURVE) -> None:
@@ -33,8 +35,7 @@ def small_base(efficacy, monkeypatch):
     import torch
 
     threads = torch.get_num_threads()
-    for name, value in {"FLYWHEEL_BASE_HIDDEN_SIZE": "16", "FLYWHEEL_BASE_LAYERS": "1",
-                        "FLYWHEEL_BASE_INDUCTION_STEPS": "0", "FLYWHEEL_BASE_RECALL_STEPS": "0"}.items():
+    for name, value in SMALL_BASE.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("EFFICACY_THREADS", str(os.cpu_count() or 1))
     efficacy._share_cores()
@@ -253,3 +254,53 @@ def test_limits_reads_the_settings_each_home_recorded_not_the_current_environmen
     assert config.checkpoint_dir == str(tmp_path / "shared")
     config, max_turns = limits.run_settings(tmp_path / "a-home-without-a-record", tmp_path / "shared")
     assert (config.id_augment, max_turns) == (7, RoundConfig().max_turns)
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
+def test_a_stopped_benchmark_ends_the_runs_its_workers_hold(tmp_path, stop):
+    """SIGTERM, or Ctrl-C's SIGINT, to the benchmark alone (not to its process group) ends its
+    worker processes too: left alone they would wait on the job queue forever, orphaned, each
+    holding a run's memory."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    log = tmp_path / "log"
+    benchmark = [str(Path(__file__).parents[1] / "benchmarks" / "efficacy.py"), "--seeds", "2", "--rounds", "1",
+                 "--out", str(tmp_path / "out")]
+    # as from a terminal: SIGINT at its default, whatever this test process inherited
+    as_in_a_terminal = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                        "os.execv(sys.argv[1], sys.argv[1:])")
+    with log.open("w") as out:
+        bench = subprocess.Popen([sys.executable, "-c", as_in_a_terminal, sys.executable, *benchmark],
+                                 env={**os.environ, **SMALL_BASE}, stdout=out, stderr=subprocess.STDOUT)
+    children: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 300
+        while "[cold start seed" not in log.read_text() and bench.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert bench.poll() is None, log.read_text()[-3000:]
+        assert "[cold start seed" in log.read_text(), "no worker started a run"
+        children = psutil.Process(bench.pid).children(recursive=True)
+        workers = [c for c in children if "spawn_main" in " ".join(c.cmdline())]
+        assert len(workers) == 2
+        bench.send_signal(getattr(signal, stop))
+        status = bench.wait(timeout=120)
+        _, alive = psutil.wait_procs(children, timeout=60)
+        assert alive == []
+        # stopped by the exception the signal raised in its main thread
+        if stop == "SIGTERM":
+            assert status == 128 + signal.SIGTERM  # SystemExit
+        else:
+            assert status != 0 and log.read_text().rstrip().endswith("KeyboardInterrupt")
+        assert not any((tmp_path / "out").glob("coldstart-seed*/efficacy-run.json"))  # no run passes as finished
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+        for child in children:
+            if child.is_running():
+                child.kill()
