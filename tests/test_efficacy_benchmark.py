@@ -29,18 +29,23 @@ def record(efficacy, home: Path, key: dict, curve: dict = CURVE) -> None:
 @pytest.fixture
 def small_base(efficacy, monkeypatch):
     """A small base that ``efficacy.main()`` builds for real, at the threads ``--workers 1``
-    gives a run; the process's torch threads are restored after."""
+    gives a run; the process's torch threads and the signal handlers ``main()`` installs are
+    restored after."""
     import os
+    import signal
 
     import torch
 
     threads = torch.get_num_threads()
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     for name, value in SMALL_BASE.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("EFFICACY_THREADS", str(os.cpu_count() or 1))
     efficacy._share_cores()
     yield
     torch.set_num_threads(threads)
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
 
 
 def main_overrides(parents: str, seed: int) -> dict:
