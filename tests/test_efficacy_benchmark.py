@@ -262,7 +262,7 @@ def test_limits_reads_the_settings_each_home_recorded_not_the_current_environmen
 
 
 @pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
-def test_a_stopped_benchmark_ends_the_runs_its_workers_hold(tmp_path, stop):
+def test_a_stopped_benchmark_ends_the_runs_its_workers_hold(efficacy, tmp_path, stop):
     """SIGTERM, or Ctrl-C's SIGINT, to the benchmark alone (not to its process group) ends its
     worker processes too: left alone they would wait on the job queue forever, orphaned, each
     holding a run's memory."""
@@ -275,8 +275,7 @@ def test_a_stopped_benchmark_ends_the_runs_its_workers_hold(tmp_path, stop):
     import psutil
 
     log = tmp_path / "log"
-    benchmark = [str(Path(__file__).parents[1] / "benchmarks" / "efficacy.py"), "--seeds", "2", "--rounds", "1",
-                 "--out", str(tmp_path / "out")]
+    benchmark = [efficacy.__file__, "--seeds", "2", "--rounds", "1", "--out", str(tmp_path / "out")]
     # as from a terminal: SIGINT at its default, whatever this test process inherited
     as_in_a_terminal = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
                         "os.execv(sys.argv[1], sys.argv[1:])")
