@@ -262,9 +262,10 @@ def stop_on_signals() -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)
-    # Importing polars puts its own C-level SIGINT handler in front of Python's, and here it
-    # swallows Ctrl-C while the main thread waits on the pool; installing Python's handler
-    # again gives Ctrl-C back (and keeps SIGINT ignored where the benchmark was started so).
+    # Importing polars puts its own C-level SIGINT handler in front of Python's. It passes the
+    # signal on, but with SA_RESTART, so the main thread's wait on the pool resumes and Ctrl-C
+    # only lands once the runs under way end; installing Python's handler again makes it land
+    # at once (and keeps SIGINT ignored where the benchmark was started so).
     signal.signal(signal.SIGINT, signal.getsignal(signal.SIGINT))
 
 
