@@ -42,8 +42,8 @@ on the same ``--out`` (``--seeds 4`` after ``--seeds 2``) run only the new seeds
 table covers all of them; more rounds (``--rounds 6`` after ``--rounds 4``) continue each
 finished run from its last round; a change to anything that decides results runs everything
 again. Ctrl-C or SIGTERM (to the benchmark's process alone is enough) stops it and the runs it
-started; a run stopped midway holds no record, so the next benchmark on that ``--out`` runs it
-again.
+started, and a benchmark killed outright (SIGKILL) takes its runs with it within a second or two;
+a run stopped midway holds no record, so the next benchmark on that ``--out`` runs it again.
 
 Every other setting comes from the FLYWHEEL_* environment, as in ``flywheel run``: the same
 comparison on a pretrained small model is, for example,
@@ -66,6 +66,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -237,7 +238,8 @@ def run_all(jobs: list[tuple], workers: int) -> list[tuple[dict[str, dict[str, A
     os.environ["EFFICACY_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, workers)))
     if workers <= 1:
         return [run_arm(*job) for job in jobs]
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=end_with_parent, initargs=(os.getpid(),))
     try:
         return list(pool.map(run_arm, *zip(*jobs)))
     except (KeyboardInterrupt, SystemExit):
@@ -252,6 +254,19 @@ def run_all(jobs: list[tuple], workers: int) -> list[tuple[dict[str, dict[str, A
         # after a failed run: the runs not started are dropped, the running ones finish and
         # keep their records for the next benchmark
         pool.shutdown(cancel_futures=True)
+
+
+def end_with_parent(parent: int) -> None:
+    """A worker's initializer: the worker exits once the benchmark's process ``parent`` is gone.
+    A benchmark killed outright (SIGKILL, the OOM killer) runs no handler to end its workers,
+    and each would otherwise finish its run and then wait on the job queue forever."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)  # its run is cut off midway: its home keeps no record
+
+    threading.Thread(target=watch, name="end-with-benchmark", daemon=True).start()
 
 
 def stop_on_signals() -> None:

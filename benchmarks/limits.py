@@ -25,7 +25,9 @@ Three candidate limits, each measured per arm and seed, round by round:
   that gains little on its own training instances is limited by how much a round trains.
 
 Each home is measured with the settings its run recorded (``efficacy-run.json``), whatever
-this process's FLYWHEEL_* environment. Prints tables and writes <out>/limits.json.
+this process's FLYWHEEL_* environment. Prints tables and writes <out>/limits.json; with
+``--sample 0`` it keeps the capacity rows an earlier limits.json holds for checkpoints the homes
+still end with.
 """
 
 from __future__ import annotations
@@ -184,9 +186,26 @@ def capacity(training: TrainingResource, store: Warehouse, round_key: str, train
     after, after_ci = pass_1(checkpoint["path"], checkpoint["checkpoint_id"])
     before, before_ci = (pass_1(checkpoint["base_path"], checkpoint["base_checkpoint"])
                          if checkpoint["base_checkpoint"] else (None, None))
-    return {"round": round_key, "trained_instances": len(instances), "before_pass_1": before,
+    return {"round": round_key, "checkpoint_id": checkpoint["checkpoint_id"],
+            "trained_instances": len(instances), "before_pass_1": before,
             "before_pass_1_ci": before_ci, "after_pass_1": after, "after_pass_1_ci": after_ci,
             "heldout_pass_1": heldout["pass_1"], "heldout_pass_1_ci": [heldout["pass_1_low"], heldout["pass_1_high"]]}
+
+
+def kept_capacity(out: Path, homes: list[Path]) -> dict[str, dict[str, Any]]:
+    """The capacity rows an earlier ``limits.json`` in ``out`` holds for checkpoints the homes
+    still end with, so a ``--sample 0`` look keeps the slow measurement instead of dropping it."""
+    try:
+        earlier = json.loads((out / "limits.json").read_text()).get("capacity", {})
+    except (FileNotFoundError, ValueError):
+        return {}
+    kept = {}
+    for home in homes:
+        last = warehouse(home).records("SELECT checkpoint_id FROM policy_checkpoints ORDER BY round DESC LIMIT 1")
+        row = earlier.get(home.name)
+        if row and last and row.get("checkpoint_id") == last[0]["checkpoint_id"]:
+            kept[home.name] = row
+    return kept
 
 
 def arm_pairs(homes: list[Path]) -> list[tuple[Path, Path, str]]:
@@ -266,6 +285,11 @@ def main() -> None:
         print(f"  {control} ({row['round']}, {row['seeds']} seeds): "
               + ", ".join(f"{group} {diff:+.3f}" for group, diff in row["difference"].items()))
 
+    if args.sample == 0:
+        report["capacity"] = kept_capacity(out, homes)
+    if report["capacity"]:
+        print(f"\ncapacity: not measured (--sample 0); kept the earlier limits.json's rows of "
+              f"{', '.join(report['capacity'])}, whose checkpoints the homes still end with")
     if args.sample > 0:
         print(f"\ncapacity: pass^1 ({args.trials} trials, at each run's held-out temperature) on instances the "
               f"checkpoint trained on, against held-out")

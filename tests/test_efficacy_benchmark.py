@@ -261,11 +261,11 @@ def test_limits_reads_the_settings_each_home_recorded_not_the_current_environmen
     assert (config.id_augment, max_turns) == (7, RoundConfig().max_turns)
 
 
-@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT", "SIGKILL"])
 def test_a_stopped_benchmark_ends_the_runs_its_workers_hold(efficacy, tmp_path, stop):
-    """SIGTERM, or Ctrl-C's SIGINT, to the benchmark alone (not to its process group) ends its
-    worker processes too: left alone they would wait on the job queue forever, orphaned, each
-    holding a run's memory."""
+    """SIGTERM, Ctrl-C's SIGINT, or SIGKILL to the benchmark alone (not to its process group)
+    ends its worker processes too: left alone they would wait on the job queue forever,
+    orphaned, each holding a run's memory."""
     import os
     import signal
     import subprocess
@@ -299,6 +299,8 @@ def test_a_stopped_benchmark_ends_the_runs_its_workers_hold(efficacy, tmp_path, 
         # stopped by the exception the signal raised in its main thread
         if stop == "SIGTERM":
             assert status == 128 + signal.SIGTERM  # SystemExit
+        elif stop == "SIGKILL":
+            assert status == -signal.SIGKILL  # no handler ran: the workers ended themselves
         else:
             assert status != 0 and log.read_text().rstrip().endswith("KeyboardInterrupt")
         assert not any((tmp_path / "out").glob("coldstart-seed*/efficacy-run.json"))  # no run passes as finished

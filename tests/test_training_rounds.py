@@ -221,6 +221,31 @@ def test_the_limits_benchmark_pairs_each_seeds_arms_per_group_at_the_last_round(
     assert row["difference"]["all"] == 0.0 and set(row["difference"]) == set(groups)
 
 
+def test_a_limits_look_without_the_capacity_measurement_keeps_the_earlier_rows_still_current(trained, tmp_path):
+    import json
+    import shutil
+
+    limits = load_benchmark("limits")
+    _, store = trained
+    [last] = store.read_round("policy_checkpoints", "r001")
+    homes = []
+    for name in ("flywheel-seed0", "flywheel-seed1", "control-seed0"):
+        home = tmp_path / name
+        (home / ".flywheel").mkdir(parents=True)
+        shutil.copy(store.path, home / ".flywheel" / "warehouse.duckdb")
+        homes.append(home)
+    assert limits.kept_capacity(tmp_path, homes) == {}  # no earlier limits.json
+    current = {"round": "r001", "checkpoint_id": last["checkpoint_id"], "after_pass_1": 0.5}
+    earlier = {"flywheel-seed0": current,
+               "flywheel-seed1": {**current, "checkpoint_id": "a-checkpoint-the-home-was-rerun-past"},
+               "control-seed0": {"round": "r001", "after_pass_1": 0.25},  # written before rows named theirs
+               "flywheel-seed9": current}  # a home no longer in the folder
+    (tmp_path / "limits.json").write_text(json.dumps({"capacity": earlier}))
+    assert limits.kept_capacity(tmp_path, homes) == {"flywheel-seed0": current}
+    (tmp_path / "limits.json").write_text("{not json")
+    assert limits.kept_capacity(tmp_path, homes) == {}
+
+
 def test_the_limits_benchmark_reports_no_grpo_signal_for_a_round_whose_grpo_formed_no_groups():
     # grpo_steps 0, or one rollout per instance: the round's data counts name no GRPO groups
     limits = load_benchmark("limits")
