@@ -91,6 +91,12 @@ def instance_domains(store: Warehouse, round_key: str) -> dict[str, str]:
         "SELECT instance_id, domain FROM task_instances WHERE round = ?", [round_key])}
 
 
+def last_checkpoint(store: Warehouse) -> dict[str, str] | None:
+    """The round and checkpoint_id of the home's last checkpoint (None before any)."""
+    rows = store.records("SELECT round, checkpoint_id FROM policy_checkpoints ORDER BY round DESC LIMIT 1")
+    return rows[0] if rows else None
+
+
 def last_round_groups(store: Warehouse) -> tuple[str, dict[str, float]]:
     """The last evaluated round and its held-out pass^1 per group (all, domain:…, phase:…)."""
     rows = store.records("SELECT round, group_name, pass_1 FROM evaluations WHERE subject = 'checkpoint' "
@@ -201,9 +207,8 @@ def kept_capacity(out: Path, homes: list[Path]) -> dict[str, dict[str, Any]]:
         return {}
     kept = {}
     for home in homes:
-        last = warehouse(home).records("SELECT checkpoint_id FROM policy_checkpoints ORDER BY round DESC LIMIT 1")
-        row = earlier.get(home.name)
-        if row and last and row.get("checkpoint_id") == last[0]["checkpoint_id"]:
+        last, row = last_checkpoint(warehouse(home)), earlier.get(home.name)
+        if row and last and row.get("checkpoint_id") == last["checkpoint_id"]:
             kept[home.name] = row
     return kept
 
@@ -287,27 +292,28 @@ def main() -> None:
 
     if args.sample == 0:
         report["capacity"] = kept_capacity(out, homes)
-    if report["capacity"]:
-        print(f"\ncapacity: not measured (--sample 0); kept the earlier limits.json's rows of "
-              f"{', '.join(report['capacity'])}, whose checkpoints the homes still end with")
-    if args.sample > 0:
+        if report["capacity"]:
+            print(f"\ncapacity: not measured (--sample 0); kept the earlier limits.json's rows of "
+                  f"{', '.join(report['capacity'])}, whose checkpoints the homes still end with")
+    else:
         print(f"\ncapacity: pass^1 ({args.trials} trials, at each run's held-out temperature) on instances the "
               f"checkpoint trained on, against held-out")
-    for home in homes if args.sample > 0 else []:
-        config, max_turns = settings[home]
-        training = TrainingResource(**config.values())
-        store = warehouse(home)
-        last = store.records("SELECT max(round) AS round FROM policy_checkpoints")[0]["round"]
-        trained_on = instances_from_rows(store.read_round("task_instances", last))
-        trained_on += instances_from_rows(r for r in store.read_round("hard_samples", last) if r["kept"])
-        row = report["capacity"][home.name] = capacity(training, store, last, trained_on, args.trials,
-                                                        args.sample, max_turns)
-        before = (f"{row['before_pass_1']:.3f} [{row['before_pass_1_ci'][0]:.3f}, {row['before_pass_1_ci'][1]:.3f}]"
-                  if row["before_pass_1"] is not None else "- (the built base)")
-        print(f"  {home.name:>25} {last} on {row['trained_instances']} trained-on instances: before {before}, "
-              f"after {row['after_pass_1']:.3f} [{row['after_pass_1_ci'][0]:.3f}, {row['after_pass_1_ci'][1]:.3f}]; "
-              f"held-out {row['heldout_pass_1']:.3f} [{row['heldout_pass_1_ci'][0]:.3f}, "
-              f"{row['heldout_pass_1_ci'][1]:.3f}]", flush=True)
+        for home in homes:
+            config, max_turns = settings[home]
+            training = TrainingResource(**config.values())
+            store = warehouse(home)
+            last = last_checkpoint(store)["round"]
+            trained_on = instances_from_rows(store.read_round("task_instances", last))
+            trained_on += instances_from_rows(r for r in store.read_round("hard_samples", last) if r["kept"])
+            row = report["capacity"][home.name] = capacity(training, store, last, trained_on, args.trials,
+                                                            args.sample, max_turns)
+            before = (f"{row['before_pass_1']:.3f} [{row['before_pass_1_ci'][0]:.3f}, {row['before_pass_1_ci'][1]:.3f}]"
+                      if row["before_pass_1"] is not None else "- (the built base)")
+            print(f"  {home.name:>25} {last} on {row['trained_instances']} trained-on instances: before {before}, "
+                  f"after {row['after_pass_1']:.3f} [{row['after_pass_1_ci'][0]:.3f}, "
+                  f"{row['after_pass_1_ci'][1]:.3f}]; "
+                  f"held-out {row['heldout_pass_1']:.3f} [{row['heldout_pass_1_ci'][0]:.3f}, "
+                  f"{row['heldout_pass_1_ci'][1]:.3f}]", flush=True)
     (out / "limits.json").write_text(json.dumps(report, indent=2))
     print(f"written: {out / 'limits.json'}")
 
