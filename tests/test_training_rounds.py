@@ -9,11 +9,13 @@ import pytest
 from dagster import DagsterInstance, Failure
 
 from flywheel_assets.assets.checkpoint_source import checkpoint_for_round
+from flywheel_assets.assets.stage8_evaluation import _figures
 from flywheel_assets.heldout_report import heldout_rows, plot_heldout
 from flywheel_assets.resources import TrainingResource
-from flywheel_assets.runner import materialize_eval_tasks, materialize_rounds, run_config
+from flywheel_assets.runner import materialize_eval_tasks, materialize_rounds, run_config, summarize
 from flywheel_assets.store import Warehouse, trace_lineage
 from flywheel_training.checkpoints import folder_sha256
+from flywheel_training.evals.heldout import EvalResult
 from support.benchmarks import load_benchmark
 
 TINY_TRAINING = {"sft_steps": 6, "rft_steps": 2, "grpo_steps": 1, "max_new_tokens": 24, "eval_trials": 2,
@@ -25,6 +27,15 @@ def test_round_1_without_round_0s_checkpoint_fails_naming_it(tmp_path):
     store.ensure_schema()
     with pytest.raises(Failure, match="partition r000 of policy_checkpoint has not been materialised"):
         checkpoint_for_round(store, "r001", TrainingResource(checkpoint_dir=str(tmp_path / "ckpt")))
+
+
+def test_a_rounds_log_line_prints_the_held_out_figures_as_the_table_does():
+    # 151 successes of 432 trials is 0.34954: the table prints 0.350, and so must the log line
+    row = {"group": "all", "tasks": 216, "pass^1": 151 / 432, "pass^2": 0.3, "pass^1_ci": (0.29971, 0.40046),
+           "reward_mean": 0.5, "reward_mean_ci": (0.4, 0.6)}
+    figures = {f"evaluations.{k}": v for k, v in _figures(EvalResult(2, [row], [], []), 2, "").items()}
+    assert "held-out pass^1 0.350 [95% CI 0.300–0.400]" in summarize(figures)
+    assert f"{row['pass^1']:.3f}" == "0.350"
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +107,11 @@ def test_each_round_is_evaluated_on_the_held_out_set_after_the_base(trained):
     [overall] = [r for r in store.read_round("evaluations", "r001") if r["group_name"] == "all"]
     assert len(overall["row"]["greedy_successes"]) == overall["tasks"]
     assert overall["greedy_pass_1"] == sum(overall["row"]["greedy_successes"].values()) / overall["tasks"]
+    # the round's log line reads round_metrics: its figures are the evaluation's to six digits
+    figures = dict(store.query("SELECT metric, value FROM round_metrics WHERE round = 'r001' "
+                               "AND stage = 'evaluations'").iter_rows())
+    for column in ("pass_1", "pass_1_low", "pass_1_high", "pass_k", "greedy_pass_1"):
+        assert figures[column] == round(overall[column], 6)
     assert plot_heldout(rows, root / "heldout.png").stat().st_size > 1000
 
 
