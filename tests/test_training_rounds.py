@@ -9,6 +9,7 @@ import pytest
 from dagster import DagsterInstance, Failure
 
 from flywheel_assets.assets.checkpoint_source import checkpoint_for_round
+from flywheel_assets.assets.common import summary_figures
 from flywheel_assets.assets.stage8_evaluation import _figures
 from flywheel_assets.heldout_report import heldout_rows, plot_heldout
 from flywheel_assets.resources import TrainingResource
@@ -29,12 +30,14 @@ def test_round_1_without_round_0s_checkpoint_fails_naming_it(tmp_path):
         checkpoint_for_round(store, "r001", TrainingResource(checkpoint_dir=str(tmp_path / "ckpt")))
 
 
-def test_a_rounds_log_line_prints_the_held_out_figures_as_the_table_does():
+def test_a_rounds_log_line_prints_its_rates_to_three_decimals_as_the_table_does():
     # 151 successes of 432 trials is 0.34954: the table prints 0.350, and so must the log line
     row = {"group": "all", "tasks": 216, "pass^1": 151 / 432, "pass^2": 0.3, "pass^1_ci": (0.29971, 0.40046),
            "reward_mean": 0.5, "reward_mean_ci": (0.4, 0.6)}
     figures = {f"evaluations.{k}": v for k, v in _figures(EvalResult(2, [row], [], []), 2, "").items()}
     assert "held-out pass^1 0.350 [95% CI 0.300–0.400]" in summarize(figures)
+    rollouts = summary_figures({"pass_rate": 151 / 432}, ["pass_rate"], "rubric_scores.")
+    assert "policy pass rate 0.350" in summarize(rollouts)
     assert f"{row['pass^1']:.3f}" == "0.350"
 
 

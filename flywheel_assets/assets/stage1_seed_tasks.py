@@ -5,7 +5,7 @@ from collections import Counter
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from flywheel_assets.assets.common import ROUND_GROUP, write_stage
+from flywheel_assets.assets.common import ROUND_GROUP, round_to, write_stage
 from flywheel_assets.assets.world_llm import stage_world
 from flywheel_assets.partitions import rounds_partitions
 from flywheel_assets.resources import RoundConfigResource, WarehouseResource, WorldResource
@@ -49,6 +49,6 @@ def written_figures(config: pipeline.RoundConfig, batch: SeedBatch) -> dict[str,
         invalid = sum(r["domain"] == name and r["kind"] == "task" for r in batch.writer_rejections)
         unsolved = sum(r["domain"] == name and r["kind"] == "unsolved" for r in batch.writer_rejections)
         drafts, valid = kept + invalid + unsolved, kept + unsolved
-        figures[f"writer_valid_share.{name}"] = round(valid / drafts, 4) if drafts else 0.0
-        figures[f"teacher_solve_rate.{name}"] = round(kept / valid, 4) if valid else 0.0
+        figures[f"writer_valid_share.{name}"] = round_to(valid / drafts) if drafts else 0.0
+        figures[f"teacher_solve_rate.{name}"] = round_to(kept / valid) if valid else 0.0
     return figures

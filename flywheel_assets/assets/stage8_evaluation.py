@@ -64,22 +64,16 @@ def _evaluate(training: TrainingResource, path: str, checkpoint_id: str, heldout
     return evaluate(policy, heldout, trials=training.eval_trials, max_turns=max_turns, greedy_policy=greedy)
 
 
-def _figure(value: float) -> float:
-    # six digits, as the intervals have: rounded to four, 151/432 = 0.34954 became 0.3495, which
-    # the round's log line then printed as 0.349 (0.3495 is just below half in binary)
-    return round_to(value, 6)
-
-
 def _figures(result: EvalResult, k: int, prefix: str) -> dict[str, float]:
     overall = result.overall()
-    greedy = ({f"{prefix}greedy_pass_1": _figure(overall["greedy"]),
-               f"{prefix}greedy_pass_1_low": _figure(overall["greedy_ci"][0]),
-               f"{prefix}greedy_pass_1_high": _figure(overall["greedy_ci"][1])} if "greedy" in overall else {})
-    return {**greedy, f"{prefix}pass_1": _figure(overall["pass^1"]), f"{prefix}pass_k": _figure(overall[f"pass^{k}"]),
-            f"{prefix}pass_1_low": _figure(overall["pass^1_ci"][0]),
-            f"{prefix}pass_1_high": _figure(overall["pass^1_ci"][1]),
-            f"{prefix}reward_mean": _figure(overall["reward_mean"]),
-            **{f"{prefix}pass_1.{r['group']}": _figure(r["pass^1"]) for r in result.rows[1:]}}
+    greedy = ({f"{prefix}greedy_pass_1": round_to(overall["greedy"]),
+               f"{prefix}greedy_pass_1_low": round_to(overall["greedy_ci"][0]),
+               f"{prefix}greedy_pass_1_high": round_to(overall["greedy_ci"][1])} if "greedy" in overall else {})
+    return {**greedy, f"{prefix}pass_1": round_to(overall["pass^1"]), f"{prefix}pass_k": round_to(overall[f"pass^{k}"]),
+            f"{prefix}pass_1_low": round_to(overall["pass^1_ci"][0]),
+            f"{prefix}pass_1_high": round_to(overall["pass^1_ci"][1]),
+            f"{prefix}reward_mean": round_to(overall["reward_mean"]),
+            **{f"{prefix}pass_1.{r['group']}": round_to(r["pass^1"]) for r in result.rows[1:]}}
 
 
 def _markdown(rows: list[dict], k: int) -> str:
